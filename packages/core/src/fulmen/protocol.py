@@ -1,0 +1,356 @@
+"""The transition/reward protocol: what fulmen records about every episode.
+
+An **episode** is one run of the user's agent on one **task**. Every LLM call the agent makes
+during the episode becomes one **transition** (one per returned choice), holding the exact
+prompt and response token ids and logprobs the inference server used. **Rewards** are attached
+to the episode, optionally to one step (transition) of it, one named dimension, or one agent.
+
+All records are frozen, keyword-only dataclasses. They round-trip through JSON
+(:meth:`Transition.to_json` / :meth:`Transition.from_json`, same for the others) with a schema
+version; decoding validates every field and raises :class:`ProtocolError` naming the field and
+the expected type.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any, ClassVar, Self, get_type_hints
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Episode",
+    "EpisodeRecord",
+    "EpisodeStatus",
+    "ProtocolError",
+    "Reward",
+    "Task",
+    "TerminationReason",
+    "Transition",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the JSON encoding; bumped on any incompatible change to a record's fields."""
+
+
+class ProtocolError(ValueError):
+    """A record failed validation. The message names the field and the expected type."""
+
+
+class EpisodeStatus(StrEnum):
+    """Life cycle of an episode: ``queued → running → succeeded | failed | timed_out | cancelled``."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for the four terminal states."""
+        return self not in (EpisodeStatus.QUEUED, EpisodeStatus.RUNNING)
+
+
+class TerminationReason(StrEnum):
+    """Why an episode ended. Only ``COMPLETED`` episodes are ever used for training."""
+
+    COMPLETED = "completed"
+    """The agent returned normally."""
+    AGENT_ERROR = "agent_error"
+    """The agent's own code raised an exception (a bug or a framework error)."""
+    UPSTREAM_ERROR = "upstream_error"
+    """The inference server failed or was unreachable (infrastructure, never the policy's fault)."""
+    TIMEOUT = "timeout"
+    """The episode ran past its time limit."""
+    CANCELLED = "cancelled"
+    """The run was stopped (Ctrl-C, shutdown) before the episode finished."""
+    CRASHED = "crashed"
+    """The process running the episode died; found at recovery."""
+
+    @property
+    def infrastructure(self) -> bool:
+        """True when the failure is not attributable to the policy (retry, never score)."""
+        return self in (
+            TerminationReason.UPSTREAM_ERROR,
+            TerminationReason.CANCELLED,
+            TerminationReason.CRASHED,
+        )
+
+
+def _now() -> float:
+    return time.time()
+
+
+class _Record:
+    """JSON round trip and validation shared by every protocol dataclass."""
+
+    kind: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (tuples become lists, enums their values), with ``schema``."""
+        data = asdict(self)  # type: ignore[call-overload]
+        data = {k: _jsonable(v) for k, v in data.items()}
+        data["schema"] = SCHEMA_VERSION
+        return data
+
+    def to_json(self) -> str:
+        """Compact JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Validate ``data`` and build the record.
+
+        Raises:
+            ProtocolError: unknown schema version, unknown or missing field, or a field of the
+                wrong type; the message names the field (``Transition.seq``) and the type.
+        """
+        if not isinstance(data, Mapping):
+            raise ProtocolError(f"{cls.__name__}: expected a JSON object, got {_tname(data)}")
+        schema = data.get("schema", SCHEMA_VERSION)
+        if schema != SCHEMA_VERSION:
+            raise ProtocolError(
+                f"{cls.__name__}.schema: this fulmen reads schema {SCHEMA_VERSION}, got {schema!r}"
+                " (upgrade fulmen or re-record the data)"
+            )
+        hints = get_type_hints(cls)
+        known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(known) - {"schema"})
+        if unknown:
+            raise ProtocolError(f"{cls.__name__}.{unknown[0]}: unknown field")
+        kwargs: dict[str, Any] = {}
+        for name, f in known.items():
+            if name not in data:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    raise ProtocolError(f"{cls.__name__}.{name}: missing required field")
+                continue
+            kwargs[name] = _coerce(data[name], hints[name], f"{cls.__name__}.{name}")
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Self:
+        """Parse JSON text and :meth:`from_dict` it."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ProtocolError(f"{cls.__name__}: invalid JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task(_Record):
+    """One problem the agent is asked to solve."""
+
+    kind: ClassVar[str] = "task"
+    id: str
+    """Stable identifier, unique within a dataset (episodes of one task form GRPO groups)."""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    """The task's inputs and reference answers, as the user's agent and reward expect them."""
+    split: str = "train"
+    """Dataset split (``train``, ``eval``...)."""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """Free-form annotations (difficulty, source...)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Episode(_Record):
+    """One attempt of the agent at one task."""
+
+    kind: ClassVar[str] = "episode"
+    id: str
+    """Unique id; also the path segment of the episode's URL ``/rollout/{id}/v1``."""
+    task: Task
+    """The task run."""
+    attempt: int = 1
+    """1 for the first attempt; a retry after an infrastructure failure is a new episode with
+    attempt + 1."""
+    status: EpisodeStatus = EpisodeStatus.QUEUED
+    """Where the episode is in its life cycle."""
+    termination: TerminationReason | None = None
+    """Why it ended (None while queued or running)."""
+    error: str | None = None
+    """Human-readable error for failed episodes."""
+    group_id: str | None = None
+    """Episodes that share a group id are compared with each other by GRPO (same task, same
+    training step). None outside training."""
+    policy_version: int | None = None
+    """Policy version the episode was started under, when known."""
+    created_at: float = field(default_factory=_now)
+    """Unix time the episode was created."""
+    started_at: float | None = None
+    """Unix time it started running."""
+    finished_at: float | None = None
+    """Unix time it finished."""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """Free-form annotations (the agent's return value, runner info...)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition(_Record):
+    """One LLM call (one returned choice) of an episode, with the server's exact tokens."""
+
+    kind: ClassVar[str] = "transition"
+    episode_id: str
+    """Episode the call belongs to."""
+    seq: int
+    """0-based position of this call among the episode's transitions (unique per episode)."""
+    request_id: str = ""
+    """``X-Request-Id`` sent upstream (``{episode}.{seq}``); the response id is
+    ``chatcmpl-{request_id}``, which framework adapters use to join their structure."""
+    agent: str | None = None
+    """Agent / role name that made the call (filled by an adapter or the request's ``user``)."""
+    request_messages: tuple[Mapping[str, Any], ...] = ()
+    """OpenAI chat messages sent (for ``/v1/completions``: one user message with the prompt)."""
+    request_tools: tuple[Mapping[str, Any], ...] = ()
+    """OpenAI tool schemas offered to the model."""
+    response_message: Mapping[str, Any] = field(default_factory=dict)
+    """The assistant message returned (``role``, ``content``, ``tool_calls``)."""
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    """Tool calls in the response, OpenAI format (``id``, ``type``, ``function``)."""
+    prompt_token_ids: tuple[int, ...] = ()
+    """Exact templated prompt ids the server ran (empty when the upstream returned none)."""
+    response_token_ids: tuple[int, ...] = ()
+    """Exact generated ids, end token included when the server emitted one."""
+    response_logprobs: tuple[float, ...] | None = None
+    """Logprob of each response token under the rollout policy (None when not returned)."""
+    finish_reason: str | None = None
+    """``stop``, ``length``, ``tool_calls``..."""
+    policy_version: int | None = None
+    """Version of the weights that produced the response, when the server reports it."""
+    started_at: float = 0.0
+    """Unix time the gateway received the call."""
+    ended_at: float = 0.0
+    """Unix time the gateway finished recording it."""
+    upstream_latency_s: float = 0.0
+    """Seconds spent waiting for the upstream server."""
+    parent_id: str | None = None
+    """Lineage: request id of the call this one continues (e.g. a sub-agent's caller)."""
+    flags: tuple[str, ...] = ()
+    """Quality flags, e.g. ``no_token_ids`` (upstream returned none: never trainable),
+    ``no_logprobs``, ``stream``."""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """Adapter structure (node, span, framework...), sampling parameters, model name."""
+
+    @property
+    def trainable(self) -> bool:
+        """True when the exact token ids are known."""
+        return "no_token_ids" not in self.flags and bool(self.response_token_ids)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reward(_Record):
+    """A scalar reward for an episode, optionally for one step, dimension or agent."""
+
+    kind: ClassVar[str] = "reward"
+    episode_id: str
+    """Episode rewarded."""
+    value: float
+    """The reward (finite float)."""
+    name: str | None = None
+    """Dimension for multi-dimensional rewards; None is the main (outcome) reward."""
+    step: int | None = None
+    """Transition ``seq`` the reward belongs to; None means the episode's outcome."""
+    agent: str | None = None
+    """Agent the reward is for (multi-agent routing); None means every agent."""
+    created_at: float = field(default_factory=_now)
+    """Unix time it was recorded."""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """Free-form annotations."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.value, bool) or not isinstance(self.value, int | float):
+            raise ProtocolError(f"Reward.value: expected float, got {_tname(self.value)}")
+        if self.value != self.value or self.value in (float("inf"), float("-inf")):
+            raise ProtocolError(f"Reward.value: expected a finite float, got {self.value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpisodeRecord:
+    """Everything recorded about one episode: what credit assignment consumes."""
+
+    episode: Episode
+    """The episode, in its final state."""
+    transitions: tuple[Transition, ...]
+    """Its transitions ordered by ``seq``."""
+    rewards: tuple[Reward, ...]
+    """Its rewards in recording order."""
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _tname(value: object) -> str:
+    return type(value).__name__
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]  # type: ignore[misc]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}  # type: ignore[misc]
+    return value
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is None:
+        return getattr(tp, "__name__", str(tp))
+    return str(tp).replace("typing.", "").replace("collections.abc.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against annotation ``tp``; convert lists to tuples and dicts to records."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ProtocolError:
+                continue
+        raise ProtocolError(f"{where}: expected {_describe(tp)}, got {_tname(value)}")
+    if tp is Any:
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ProtocolError(f"{where}: expected {_describe(tp)} (a JSON array), got {_tname(value)}")
+        item_tp = args[0] if args else Any
+        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))  # type: ignore[arg-type]
+    if origin is Mapping or tp is dict or origin is dict:
+        if not isinstance(value, Mapping):
+            raise ProtocolError(f"{where}: expected a JSON object, got {_tname(value)}")
+        return dict(value)  # type: ignore[arg-type]
+    if isinstance(tp, type) and issubclass(tp, StrEnum):
+        try:
+            return tp(value)
+        except ValueError:
+            allowed = ", ".join(m.value for m in tp)
+            raise ProtocolError(f"{where}: expected one of {allowed}, got {value!r}") from None
+    if isinstance(tp, type) and issubclass(tp, _Record):
+        return tp.from_dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProtocolError(f"{where}: expected float, got {_tname(value)}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ProtocolError(f"{where}: expected int, got {_tname(value)}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ProtocolError(f"{where}: expected {tp.__name__}, got {_tname(value)}")
+        return value
+    raise ProtocolError(f"{where}: unsupported annotation {_describe(tp)}")  # pragma: no cover
