@@ -112,7 +112,7 @@ class _Record:
             ProtocolError: unknown schema version, unknown or missing field, or a field of the
                 wrong type; the message names the field (``Transition.seq``) and the type.
         """
-        if not isinstance(data, Mapping):
+        if not isinstance(data, Mapping):  # pyright: ignore[reportUnnecessaryIsInstance] - JSON input
             raise ProtocolError(f"{cls.__name__}: expected a JSON object, got {_tname(data)}")
         schema = data.get("schema", SCHEMA_VERSION)
         if schema != SCHEMA_VERSION:
@@ -265,7 +265,7 @@ class Reward(_Record):
     """Free-form annotations."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.value, bool) or not isinstance(self.value, int | float):
+        if isinstance(self.value, bool) or not isinstance(self.value, int | float):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise ProtocolError(f"Reward.value: expected float, got {_tname(self.value)}")
         if self.value != self.value or self.value in (float("inf"), float("-inf")):
             raise ProtocolError(f"Reward.value: expected a finite float, got {self.value!r}")

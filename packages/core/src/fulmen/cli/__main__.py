@@ -1,0 +1,5 @@
+"""``python -m fulmen.cli``."""
+
+from fulmen.cli import main
+
+raise SystemExit(main())
