@@ -18,7 +18,7 @@ import time
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, ClassVar, Self, get_type_hints
 
@@ -95,14 +95,13 @@ class _Record:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists, enums their values), with ``schema``."""
-        data = asdict(self)  # type: ignore[call-overload]
-        data = {k: _jsonable(v) for k, v in data.items()}
-        data["schema"] = SCHEMA_VERSION
-        return data
+        return json.loads(self.to_json())
 
     def to_json(self) -> str:
-        """Compact JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        """Compact JSON text, with ``schema``. (Hot path: the gateway encodes every transition.)"""
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        data["schema"] = SCHEMA_VERSION
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=_json_default)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -290,14 +289,14 @@ def _tname(value: object) -> str:
     return type(value).__name__
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, StrEnum):
-        return value.value
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]  # type: ignore[misc]
+def _json_default(value: Any) -> Any:
+    """What :func:`json.dumps` cannot encode natively: nested records and non-dict mappings.
+    (Tuples encode as arrays and StrEnums as their string values natively.)"""
+    if isinstance(value, _Record):
+        return {f.name: getattr(value, f.name) for f in fields(value)}  # type: ignore[arg-type]
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}  # type: ignore[misc]
-    return value
+        return dict(value)  # type: ignore[arg-type]
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _describe(tp: Any) -> str:

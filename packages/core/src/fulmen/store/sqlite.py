@@ -1,0 +1,499 @@
+"""The embedded SQLite store: one file, safe for several threads and processes on one machine.
+
+Tables ``meta`` (store schema version), ``episodes``, ``transitions`` (the cursor is its
+``AUTOINCREMENT`` key) and ``rewards``, in WAL mode. Each thread (and each process, also after a
+fork) has its own connection; writers are serialised by SQLite's lock (waiting up to
+``busy_timeout_s``) and read-modify-write changes run in ``BEGIN IMMEDIATE`` transactions.
+
+Durability guarantee: when ``add_episode``, ``add_transition``, ``add_reward``,
+``update_episode`` or ``fail_unfinished`` returns, its transaction is committed to the WAL file
+with write(2). It survives a ``kill -9`` of the process (of any process using the file), but
+not necessarily a power loss or an operating-system crash, because the default
+``synchronous="NORMAL"`` does not fsync on every commit. The trade-off is deliberate: the
+gateway records every LLM call before it answers the agent, and an fsync per call costs more
+than the gateway's 1 ms budget per call on ordinary disks. ``SQLiteStore(path,
+synchronous="FULL")`` fsyncs every commit and survives a power loss too.
+
+Cursors are assigned inside the serialised write transaction, so they become visible in
+increasing order: a reader passing its last cursor to ``transitions_since`` misses nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Generator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from fulmen.protocol import (
+    Episode,
+    EpisodeRecord,
+    EpisodeStatus,
+    ProtocolError,
+    Reward,
+    TerminationReason,
+    Transition,
+)
+from fulmen.store.base import EpisodeNotFound, StoreError
+
+__all__ = ["STORE_SCHEMA_VERSION", "SQLiteStore", "open_store"]
+
+STORE_SCHEMA_VERSION = 1
+"""Version of the table layout, kept in the ``meta`` table; bumped on any incompatible change."""
+
+_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE episodes (id TEXT PRIMARY KEY, task_id TEXT NOT NULL, status TEXT NOT NULL,"
+    " group_id TEXT, created_at REAL NOT NULL, json TEXT NOT NULL)",
+    "CREATE INDEX episodes_created ON episodes (created_at)",
+    "CREATE INDEX episodes_task ON episodes (task_id, created_at)",
+    "CREATE INDEX episodes_status ON episodes (status, created_at)",
+    "CREATE INDEX episodes_group ON episodes (group_id, created_at)",
+    "CREATE TABLE transitions (cursor INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " episode_id TEXT NOT NULL REFERENCES episodes (id), seq INTEGER NOT NULL,"
+    " json TEXT NOT NULL, UNIQUE (episode_id, seq))",
+    "CREATE TABLE rewards (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " episode_id TEXT NOT NULL REFERENCES episodes (id), json TEXT NOT NULL)",
+    "CREATE INDEX rewards_episode ON rewards (episode_id, id)",
+)
+
+_RANK = {EpisodeStatus.QUEUED: 0, EpisodeStatus.RUNNING: 1}
+"""Life-cycle order of the unfinished states; every finished state ranks 2."""
+
+_DEFAULT_TERMINATION = {
+    EpisodeStatus.SUCCEEDED: TerminationReason.COMPLETED,
+    EpisodeStatus.TIMED_OUT: TerminationReason.TIMEOUT,
+    EpisodeStatus.CANCELLED: TerminationReason.CANCELLED,
+}
+_FAILED_STATUS = {
+    TerminationReason.CANCELLED: EpisodeStatus.CANCELLED,
+    TerminationReason.TIMEOUT: EpisodeStatus.TIMED_OUT,
+}
+_CRASH_ERROR = "the process running this episode stopped before the episode finished"
+_R = TypeVar("_R", Episode, Transition, Reward)
+
+
+class SQLiteStore:
+    """The :class:`~fulmen.store.base.Store` on one SQLite file. See the module docstring.
+
+    Args:
+        path: File path or ``sqlite:///`` URL; missing parent directories are created.
+        synchronous: ``"NORMAL"`` (default: survives a killed process) or ``"FULL"``
+            (fsync per commit: survives a power loss, slower).
+        busy_timeout_s: How long a call waits for another writer's lock before failing.
+
+    Raises:
+        StoreError: The file cannot be opened, is not a fulmen store, or is from a newer fulmen.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout_s: float = 10.0,
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous: expected 'NORMAL' or 'FULL', got {synchronous!r}")
+        if isinstance(busy_timeout_s, bool) or not busy_timeout_s > 0:
+            raise ValueError(f"busy_timeout_s: expected a positive number, got {busy_timeout_s!r}")
+        self._path = _resolve_path(path)
+        self._synchronous = synchronous
+        self._busy_timeout_s = float(busy_timeout_s)
+        self._closed = False
+        self._forget_connections()
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the directory {self._path.parent}: {exc}") from exc
+        self._initialise(self._conn())
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection; later calls raise ``StoreError("store is closed")``."""
+        with self._lock:
+            self._closed = True
+            conns, self._conns = self._conns, []
+        if self._pid == os.getpid():  # a forked child must not touch its parent's connections
+            for _, conn in conns:
+                conn.close()
+
+    def _forget_connections(self) -> None:
+        """Start with no connections (also in a forked child: the parent's are left alone)."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        if self._closed:
+            raise StoreError("store is closed")
+        if self._pid != os.getpid():
+            self._forget_connections()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            conn = sqlite3.connect(
+                self._path, self._busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self._path}: {exc}") from exc
+        with self._lock:
+            if self._closed:
+                conn.close()
+                raise StoreError("store is closed")
+            for owner, other in self._conns:
+                if not owner.is_alive():
+                    other.close()  # its thread ended: nobody else can use it
+            alive = [(t, c) for t, c in self._conns if t.is_alive()]
+            self._conns = [*alive, (threading.current_thread(), conn)]
+        self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _guard(self, what: str) -> Generator[None, None, None]:
+        """Turn SQLite errors into :class:`StoreError` naming the operation."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            if self._closed:
+                raise StoreError("store is closed") from exc
+            raise StoreError(f"{what} failed on {self._path}: {exc}") from exc
+
+    @staticmethod
+    @contextmanager
+    def _transaction(conn: sqlite3.Connection, begin: str) -> Generator[None, None, None]:
+        conn.execute(begin)
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _initialise(self, conn: sqlite3.Connection) -> None:
+        with self._guard("opening the store"):
+            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            if mode.lower() != "wal":
+                raise StoreError(f"cannot put {self._path} in WAL mode (it stays in {mode!r})")
+            with self._transaction(conn, "BEGIN IMMEDIATE"):
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                if "meta" not in tables:
+                    if tables:
+                        raise StoreError(f"{self._path} is an SQLite file but not a fulmen store")
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    version = str(STORE_SCHEMA_VERSION)
+                    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (version,))
+                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None or not str(row[0]).isdigit():
+            raise StoreError(f"{self._path}: the meta table has no valid schema_version")
+        if int(row[0]) > STORE_SCHEMA_VERSION:
+            raise StoreError(
+                f"{self._path} was written by a newer fulmen (store schema {row[0]}); this fulmen "
+                f"reads store schema {STORE_SCHEMA_VERSION} or older: upgrade fulmen"
+            )
+
+    def add_episode(self, episode: Episode) -> None:
+        """Insert a new episode. Raises :class:`StoreError` if the id already exists."""
+        if not episode.id:
+            raise ValueError("add_episode: the episode id must be a non-empty string")
+        e = episode
+        args = (e.id, e.task.id, e.status.value, e.group_id, e.created_at, e.to_json())
+        sql = "INSERT INTO episodes (id, task_id, status, group_id, created_at, json) VALUES "
+        self._insert("add_episode", sql + "(?, ?, ?, ?, ?, ?)", args, e.id, "already exists")
+
+    def update_episode(
+        self,
+        episode_id: str,
+        *,
+        status: EpisodeStatus,
+        termination: TerminationReason | None = None,
+        error: str | None = None,
+        metadata: dict[str, object] | None = None,
+    ) -> Episode:
+        """Move an episode along ``queued → running → finished`` and return the new state.
+
+        ``running`` sets ``started_at``; a finished status sets ``finished_at`` and
+        ``termination`` (default for ``succeeded``/``timed_out``/``cancelled``: ``completed``/
+        ``timeout``/``cancelled``; ``failed`` needs one). Repeating the current unfinished status
+        only merges ``metadata``. ``error`` replaces the old error when given.
+
+        Raises:
+            EpisodeNotFound: No such episode.
+            StoreError: The episode is finished, or the status would go backwards.
+            ValueError: Inconsistent arguments (termination for an unfinished status...).
+        """
+        new_status = _as_status(status)
+        conn = self._conn()
+        with self._guard("update_episode"), self._transaction(conn, "BEGIN IMMEDIATE"):
+            current = self._episode(conn, episode_id)
+            updated = _advance(current, new_status, termination, error, metadata, time.time())
+            self._write_episode(conn, updated)
+        return updated
+
+    def fail_unfinished(
+        self, reason: TerminationReason = TerminationReason.CRASHED, error: str = _CRASH_ERROR
+    ) -> list[str]:
+        """Finish every ``queued`` or ``running`` episode (a trainer's ``--resume`` calls this).
+
+        The status is ``cancelled`` for ``reason=CANCELLED``, ``timed_out`` for ``TIMEOUT`` and
+        ``failed`` otherwise. Only call it when no other process is still running episodes on
+        this file. Returns the finished ids, oldest first.
+        """
+        reason = TerminationReason(reason)
+        if reason is TerminationReason.COMPLETED:
+            raise ValueError("fail_unfinished: reason cannot be 'completed' (nothing completed)")
+        status = _FAILED_STATUS.get(reason, EpisodeStatus.FAILED)
+        conn = self._conn()
+        now = time.time()
+        finished: list[str] = []
+        with self._guard("fail_unfinished"), self._transaction(conn, "BEGIN IMMEDIATE"):
+            unfinished = "status IN ('queued', 'running') ORDER BY created_at, rowid"
+            rows = conn.execute(f"SELECT json FROM episodes WHERE {unfinished}").fetchall()
+            for (text,) in rows:
+                current = _decode(Episode, text, "episode")
+                self._write_episode(conn, _advance(current, status, reason, error, None, now))
+                finished.append(current.id)
+        return finished
+
+    def get_episode(self, episode_id: str) -> Episode:
+        """The episode. Raises :class:`EpisodeNotFound`."""
+        conn = self._conn()
+        with self._guard("get_episode"):
+            return self._episode(conn, episode_id)
+
+    def list_episodes(
+        self,
+        *,
+        task_id: str | None = None,
+        status: EpisodeStatus | None = None,
+        group_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Episode]:
+        """Episodes matching every given filter, oldest first (at most ``limit`` of them)."""
+        state = None if status is None else _as_status(status).value
+        filters = {"task_id": task_id, "status": state, "group_id": group_id}
+        args: list[object] = [v for v in filters.values() if v is not None]
+        where = " AND ".join(f"{k} = ?" for k, v in filters.items() if v is not None)
+        sql = f"SELECT json FROM episodes {where and 'WHERE ' + where} ORDER BY created_at, rowid"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(_count(limit, "limit", minimum=0))
+        conn = self._conn()
+        with self._guard("list_episodes"):
+            rows = conn.execute(sql, args).fetchall()
+        return [_decode(Episode, text, "episode") for (text,) in rows]
+
+    def add_transition(self, transition: Transition) -> int:
+        """Append a transition and return its cursor (durable as the module docstring says).
+
+        Raises:
+            EpisodeNotFound: The episode does not exist.
+            StoreError: ``(episode_id, seq)`` is already recorded.
+        """
+        t = transition
+        return self._insert(
+            "add_transition",
+            "INSERT INTO transitions (episode_id, seq, json) VALUES (?, ?, ?)",
+            (t.episode_id, t.seq, t.to_json()),
+            t.episode_id,
+            f"already has a transition with seq {t.seq} (use next_seq() for a fresh one)",
+        )
+
+    def transitions(self, episode_id: str) -> list[Transition]:
+        """The episode's transitions ordered by ``seq``. Raises :class:`EpisodeNotFound`."""
+        conn = self._conn()
+        with self._guard("transitions"):
+            return self._children(conn, Transition, episode_id, True)
+
+    def transitions_since(self, cursor: int, *, limit: int = 1000) -> list[tuple[int, Transition]]:
+        """Up to ``limit`` ``(cursor, transition)`` pairs with a cursor above ``cursor``, in
+        cursor order. Start with ``cursor=0`` and pass the last cursor received next time."""
+        args = (_count(cursor, "cursor", minimum=0), _count(limit, "limit", minimum=1))
+        conn = self._conn()
+        with self._guard("transitions_since"):
+            sql = "SELECT cursor, json FROM transitions WHERE cursor > ? ORDER BY cursor LIMIT ?"
+            rows = conn.execute(sql, args).fetchall()
+        return [(c, _decode(Transition, text, f"transition {c}")) for c, text in rows]
+
+    def next_seq(self, episode_id: str) -> int:
+        """One past the highest recorded ``seq`` (0 when none). Raises :class:`EpisodeNotFound`."""
+        conn = self._conn()
+        with self._guard("next_seq"):
+            self._check_episode(conn, episode_id)
+            sql = "SELECT MAX(seq) FROM transitions WHERE episode_id = ?"
+            (top,) = conn.execute(sql, (episode_id,)).fetchone()
+        return 0 if top is None else int(top) + 1
+
+    def add_reward(self, reward: Reward) -> None:
+        """Append a reward. Raises :class:`EpisodeNotFound` for an unknown episode."""
+        sql = "INSERT INTO rewards (episode_id, json) VALUES (?, ?)"
+        self._insert("add_reward", sql, (reward.episode_id, reward.to_json()), reward.episode_id)
+
+    def rewards(self, episode_id: str) -> list[Reward]:
+        """The episode's rewards in recording order. Raises :class:`EpisodeNotFound`."""
+        conn = self._conn()
+        with self._guard("rewards"):
+            return self._children(conn, Reward, episode_id, True)
+
+    def record(self, episode_id: str) -> EpisodeRecord:
+        """Episode, transitions and rewards, read from one consistent snapshot."""
+        return self.records([episode_id])[0]
+
+    def records(self, episode_ids: Sequence[str]) -> list[EpisodeRecord]:
+        """:meth:`record` for many episodes, in the given order, from one snapshot.
+
+        Raises :class:`EpisodeNotFound` naming the first unknown id.
+        """
+        if isinstance(episode_ids, str):
+            raise TypeError("records: expected a sequence of episode ids, got one str")
+        conn = self._conn()
+        with self._guard("records"), self._transaction(conn, "BEGIN"):
+            return [
+                EpisodeRecord(
+                    episode=self._episode(conn, eid),
+                    transitions=tuple(self._children(conn, Transition, eid, False)),
+                    rewards=tuple(self._children(conn, Reward, eid, False)),
+                )
+                for eid in episode_ids
+            ]
+
+    def _insert(
+        self, what: str, sql: str, args: tuple[object, ...], episode_id: str, duplicate: str = ""
+    ) -> int:
+        """Run one INSERT (its own transaction); map constraint failures to clear errors."""
+        conn = self._conn()
+        with self._guard(what):
+            try:
+                return conn.execute(sql, args).lastrowid or 0
+            except sqlite3.IntegrityError as exc:
+                if exc.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY" or not duplicate:
+                    raise EpisodeNotFound(f"{what}: no episode {episode_id!r}") from exc
+                raise StoreError(f"{what}: episode {episode_id!r} {duplicate}") from exc
+
+    @staticmethod
+    def _check_episode(conn: sqlite3.Connection, episode_id: str) -> None:
+        if conn.execute("SELECT 1 FROM episodes WHERE id = ?", (episode_id,)).fetchone() is None:
+            raise EpisodeNotFound(f"no episode {episode_id!r}")
+
+    @staticmethod
+    def _episode(conn: sqlite3.Connection, episode_id: str) -> Episode:
+        row = conn.execute("SELECT json FROM episodes WHERE id = ?", (episode_id,)).fetchone()
+        if row is None:
+            raise EpisodeNotFound(f"no episode {episode_id!r}")
+        return _decode(Episode, row[0], f"episode {episode_id!r}")
+
+    @staticmethod
+    def _write_episode(conn: sqlite3.Connection, episode: Episode) -> None:
+        sql = "UPDATE episodes SET status = ?, json = ? WHERE id = ?"
+        conn.execute(sql, (episode.status.value, episode.to_json(), episode.id))
+
+    def _children(self, conn: sqlite3.Connection, cls: type[_R], eid: str, check: bool) -> list[_R]:
+        """The episode's transitions (by ``seq``) or rewards (in recording order)."""
+        table, order = ("transitions", "seq") if cls is Transition else ("rewards", "id")
+        sql = f"SELECT json FROM {table} WHERE episode_id = ? ORDER BY {order}"
+        rows = conn.execute(sql, (eid,))
+        out = [_decode(cls, text, f"{cls.__name__} of episode {eid!r}") for (text,) in rows]
+        if not out and check:
+            self._check_episode(conn, eid)
+        return out
+
+
+def _resolve_path(location: str | os.PathLike[str]) -> Path:
+    """A filesystem path from a path or a ``sqlite:///`` URL (SQLAlchemy convention)."""
+    text = str(os.fspath(location))
+    if text.startswith("sqlite:///"):
+        text = text[len("sqlite:///") :]
+    if text in ("", ":memory:") or ":" in text.split("/", 1)[0]:
+        raise ValueError(
+            f"store location {location!r}: expected a file path (the store is shared by threads "
+            "and processes), sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    return Path(text).expanduser()
+
+
+def _decode(cls: type[_R], text: str, what: str) -> _R:
+    try:
+        return cls.from_json(text)
+    except ProtocolError as exc:
+        raise StoreError(f"stored {what} cannot be read: {exc}") from exc
+
+
+def _as_status(status: EpisodeStatus | str) -> EpisodeStatus:
+    try:
+        return EpisodeStatus(status)
+    except ValueError:
+        allowed = ", ".join(s.value for s in EpisodeStatus)
+        raise ValueError(f"status: expected one of {allowed}, got {status!r}") from None
+
+
+def _count(value: int, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _advance(
+    current: Episode,
+    status: EpisodeStatus,
+    termination: TerminationReason | None,
+    error: str | None,
+    metadata: dict[str, object] | None,
+    now: float,
+) -> Episode:
+    """The episode after one life-cycle step; raises when the step is not allowed."""
+    where = f"episode {current.id!r}"
+    if current.status.finished:
+        raise StoreError(f"{where} is already {current.status.value} (finished: never changes)")
+    if _RANK.get(status, 2) < _RANK[current.status]:
+        raise StoreError(f"{where} cannot go back from {current.status.value} to {status.value}")
+    if termination is not None and not status.finished:
+        raise ValueError(f"{where}: termination applies only to a finished status, not {status}")
+    reason = (termination or _DEFAULT_TERMINATION.get(status)) if status.finished else None
+    if status.finished and reason is None:
+        raise ValueError(f"{where}: pass termination= to say why it failed (agent_error...)")
+    return dataclasses.replace(
+        current,
+        status=status,
+        termination=TerminationReason(reason) if reason else None,
+        started_at=current.started_at or (now if status is EpisodeStatus.RUNNING else None),
+        finished_at=now if status.finished else None,
+        error=current.error if error is None else error,
+        metadata={**current.metadata, **(metadata or {})},
+    )
+
+
+def open_store(
+    path: str | os.PathLike[str],
+    *,
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    busy_timeout_s: float = 10.0,
+) -> SQLiteStore:
+    """Open (creating it and its parent directories if needed) the store at ``path``.
+
+    ``path`` is a file path or a ``sqlite:///`` URL (``sqlite:///rel.db`` is relative to the
+    working directory, ``sqlite:////abs/path.db`` absolute). See :class:`SQLiteStore`.
+    """
+    return SQLiteStore(path, synchronous=synchronous, busy_timeout_s=busy_timeout_s)
