@@ -1,0 +1,124 @@
+"""Per-call rows (the default): one training row per trained LLM call, always exact.
+
+Each row is the call's exact ``prompt_token_ids`` and ``response_token_ids``, every response
+token trained (mask 1), with the call's advantage on every token (or its per-token
+advantages). Row metadata: ``task_id``, ``turns`` (turn index of each call), ``spans``
+(``(seq, start, end)`` of each call's trained tokens in ``response_ids``) and, when the server
+returned no usable logprobs, ``logprobs_missing = True`` (the row's ``rollout_logprobs`` are then
+0.0 and the trainer must recompute them; counter ``rows_logprobs_missing``).
+
+A trained call without prompt ids cannot be trained exactly and is skipped
+(``empty_prompt_transitions``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from fulmen.batch.overlong import Overlong, check_length_options, limit_length
+from fulmen.credit.base import CreditedTransition, GroupCredit
+from fulmen.rows import TrainingRow
+
+__all__ = [
+    "BuiltRows",
+    "build_per_call",
+    "call_advantages",
+    "call_logprobs",
+    "finish",
+    "usable_calls",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuiltRows:
+    """Rows built from credited groups, with the builder's counters."""
+
+    rows: tuple[TrainingRow, ...]
+    """The rows, in group, episode, then ``seq`` order."""
+    stats: dict[str, int] = field(default_factory=dict)
+    """Builder counters: ``rows``, ``trained_tokens``, ``overlong_*``, ``merge_breaks_*``..."""
+
+
+def call_advantages(c: CreditedTransition) -> tuple[float, ...]:
+    """One advantage per response token of a trained call."""
+    if c.token_advantages is not None:
+        return c.token_advantages
+    if c.advantage is None:
+        raise ValueError(f"transition {c.transition.request_id or c.transition.seq} does not train")
+    return (c.advantage,) * len(c.transition.response_token_ids)
+
+
+def call_logprobs(c: CreditedTransition) -> tuple[float, ...] | None:
+    """The call's rollout logprobs, or None when missing or not one per response token."""
+    lp = c.transition.response_logprobs
+    if lp is None or len(lp) != len(c.transition.response_token_ids):
+        return None
+    return lp
+
+
+def usable_calls(credits: Sequence[GroupCredit], counters: Counter[str]) -> list[CreditedTransition]:
+    """Trained calls that have prompt ids, in group, episode, ``seq`` order."""
+    out: list[CreditedTransition] = []
+    for group in credits:
+        for c in group.trained:
+            if not c.transition.prompt_token_ids:
+                counters["empty_prompt_transitions"] += 1
+                continue
+            out.append(c)
+    return out
+
+
+def finish(
+    rows: list[TrainingRow], max_len: int | None, overlong: Overlong, counters: Counter[str]
+) -> BuiltRows:
+    """Apply the length limit and the row counters."""
+    kept = [r for r in (limit_length(r, max_len, overlong, counters) for r in rows) if r is not None]
+    counters["rows"] += len(kept)
+    counters["trained_tokens"] += sum(r.num_trained_tokens for r in kept)
+    counters["rows_logprobs_missing"] += sum(1 for r in kept if r.metadata.get("logprobs_missing"))
+    return BuiltRows(rows=tuple(kept), stats=dict(counters))
+
+
+def build_per_call(
+    credits: Sequence[GroupCredit], *, max_len: int | None = None, overlong: Overlong = "truncate"
+) -> BuiltRows:
+    """One row per trained call (module docstring).
+
+    Args:
+        credits: credited groups (from :meth:`fulmen.credit.CreditAssigner.assign`).
+        max_len: maximum ``prompt + response`` length, None for no limit.
+        overlong: ``"truncate"`` or ``"drop"`` rows longer than ``max_len``.
+
+    Raises:
+        ValueError: invalid ``max_len`` or ``overlong``.
+    """
+    check_length_options(max_len, overlong)
+    counters: Counter[str] = Counter()
+    rows: list[TrainingRow] = []
+    for c in usable_calls(credits, counters):
+        t = c.transition
+        n = len(t.response_token_ids)
+        lp = call_logprobs(c)
+        metadata: dict[str, object] = {
+            "task_id": c.episode.task.id,
+            "turns": (c.turn,),
+            "spans": ((t.seq, 0, n),),
+        }
+        if lp is None:
+            metadata["logprobs_missing"] = True
+        rows.append(TrainingRow(
+            prompt_ids=t.prompt_token_ids,
+            response_ids=t.response_token_ids,
+            response_mask=(1,) * n,
+            rollout_logprobs=lp if lp is not None else (0.0,) * n,
+            advantages=call_advantages(c),
+            group_id=c.group_key,
+            episode_id=c.episode.id,
+            seqs=(t.seq,),
+            agent=t.agent,
+            policy_version=t.policy_version if t.policy_version is not None else c.episode.policy_version,
+            metadata=metadata,
+        ))
+    return finish(rows, max_len, overlong, counters)
