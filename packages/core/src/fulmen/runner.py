@@ -30,12 +30,17 @@ from fulmen.context import EpisodeContext, episode_scope
 from fulmen.control import EpisodeControl
 from fulmen.protocol import Episode, EpisodeStatus, Reward, Task, TerminationReason
 
-__all__ = ["AgentFn", "EpisodeResult", "RewardFn", "RunSummary", "Runner"]
+__all__ = ["AgentFn", "EpisodeMetadataFn", "EpisodeResult", "RewardFn", "RunSummary", "Runner"]
 
 AgentFn = Callable[[Task, EpisodeContext], Any]
 """``agent(task, ctx)``; may be ``async``. Its return value is the episode's output."""
 RewardFn = Callable[[Task, Any, EpisodeContext], Any]
 """``reward_fn(task, output, ctx) -> float | None`` (may be ``async``); None records nothing."""
+EpisodeMetadataFn = Callable[[Task, int], dict[str, object]]
+"""``episode_metadata(task, sample_index) -> metadata`` for each episode slot. The gateway
+honours ``metadata["sampling"]`` (overrides of sampling parameters for every LLM call of the
+episode, e.g. ``{"temperature": 0.0}`` for greedy evaluation; ``seed`` becomes
+``seed + seq`` per call)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,12 +136,13 @@ class Runner:
         group_size: int = 1,
         group_prefix: str | None = None,
         description: str = "episodes",
+        episode_metadata: EpisodeMetadataFn | None = None,
     ) -> list[EpisodeResult]:
         """Blocking form of :meth:`arun` (must not be called from a running event loop)."""
         return asyncio.run(
             self.arun(
                 agent, tasks, group_size=group_size, group_prefix=group_prefix,
-                description=description,
+                description=description, episode_metadata=episode_metadata,
             )
         )
 
@@ -148,11 +154,13 @@ class Runner:
         group_size: int = 1,
         group_prefix: str | None = None,
         description: str = "episodes",
+        episode_metadata: EpisodeMetadataFn | None = None,
     ) -> list[EpisodeResult]:
         """Run ``group_size`` episodes of every task; results in task order, then sample order.
 
         When ``group_prefix`` is given, the episodes of task ``t`` share group id
-        ``f"{group_prefix}:{t.id}"`` (a GRPO group).
+        ``f"{group_prefix}:{t.id}"`` (a GRPO group). ``episode_metadata`` gives each slot's
+        episodes their metadata (see :data:`EpisodeMetadataFn`); retries keep it.
         """
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
@@ -162,37 +170,49 @@ class Runner:
         bar = _ProgressBar(len(slots), description, enabled=self.progress)
         finished: list[EpisodeResult] = []
 
-        async def one(task: Task) -> EpisodeResult:
+        async def one(task: Task, k: int) -> EpisodeResult:
             async with semaphore:
                 group = f"{group_prefix}:{task.id}" if group_prefix is not None else None
-                result = await self._run_slot(agent, task, group, pool)
+                metadata = episode_metadata(task, k) if episode_metadata is not None else None
+                result = await self._run_slot(agent, task, group, metadata, pool)
                 finished.append(result)
                 bar.update(RunSummary.of(finished))
                 return result
 
         try:
             with bar:
-                return list(await asyncio.gather(*(one(task) for task, _ in slots)))
+                return list(await asyncio.gather(*(one(task, k) for task, k in slots)))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
     async def _run_slot(
-        self, agent: AgentFn, task: Task, group: str | None, pool: ThreadPoolExecutor
+        self,
+        agent: AgentFn,
+        task: Task,
+        group: str | None,
+        metadata: dict[str, object] | None,
+        pool: ThreadPoolExecutor,
     ) -> EpisodeResult:
         result: EpisodeResult | None = None
         for attempt in itertools.count(1):
-            result = await self._run_attempt(agent, task, group, attempt, pool)
+            result = await self._run_attempt(agent, task, group, metadata, attempt, pool)
             if result.ok or attempt >= self.max_attempts:
                 break
         assert result is not None
         return result
 
     async def _run_attempt(
-        self, agent: AgentFn, task: Task, group: str | None, attempt: int, pool: ThreadPoolExecutor
+        self,
+        agent: AgentFn,
+        task: Task,
+        group: str | None,
+        metadata: dict[str, object] | None,
+        attempt: int,
+        pool: ThreadPoolExecutor,
     ) -> EpisodeResult:
         control = self.control
         episode = await asyncio.to_thread(
-            control.start_episode, task, attempt=attempt, group_id=group
+            control.start_episode, task, attempt=attempt, group_id=group, metadata=metadata
         )
         rewards: list[Reward] = []
 

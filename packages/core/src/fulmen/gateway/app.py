@@ -1,0 +1,379 @@
+"""The capture gateway: an OpenAI-compatible proxy that records every LLM call of an episode.
+
+Routes (every one answers errors as OpenAI-style JSON bodies):
+
+* ``POST /rollout/{episode}/v1/chat/completions`` and ``/rollout/{episode}/v1/completions``:
+  the per-episode base URL to give the agent's OpenAI client.
+* ``POST /v1/chat/completions`` and ``/v1/completions`` with header ``X-Episode-Id``: for agents
+  that share one global client (a 400 explains both ways when neither is given).
+* ``GET /v1/models`` and ``/rollout/{episode}/v1/models``: proxied to the upstream.
+* the control routes of :mod:`fulmen.gateway.control` (episodes, rewards, finish, status).
+
+HTTP stack: aiohttp for both the server and the upstream client: one event loop, a keep-alive
+connection pool to the upstream, streaming in both directions, and a small per-request cost
+(see ``benchmarks/README.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, Literal
+
+import aiohttp
+from aiohttp import web
+
+from fulmen.gateway.control import ControlRoutes
+from fulmen.gateway.errors import GatewayError, error_body
+from fulmen.gateway.loop_thread import LoopThread
+from fulmen.gateway.proxy import Proxy
+from fulmen.gateway.registry import EpisodeRegistry, check_episode_id
+from fulmen.gateway.upstream import upstream_base
+from fulmen.protocol import Episode, EpisodeStatus, Reward, Task, TerminationReason
+from fulmen.store.base import EpisodeNotFound, Store
+
+__all__ = ["Gateway"]
+
+_log = logging.getLogger("fulmen.gateway")
+
+_UNSUPPORTED = (
+    "the gateway serves /v1/chat/completions, /v1/completions and /v1/models; {path} is not "
+    "supported (/v1/responses returns no token ids: configure the agent to use chat completions)"
+)
+
+
+class Gateway:
+    """OpenAI-compatible capture proxy in front of an inference server; also the in-process
+    :class:`~fulmen.control.EpisodeControl`.
+
+    Args:
+        store: Where episodes, transitions and rewards are recorded.
+        upstream_url: The inference server (``http://host:port``, with or without ``/v1``).
+        host: Interface to bind; loopback unless told otherwise.
+        port: Port to bind (0: a free ephemeral port; :attr:`url` tells which).
+        auth_token: When set, every route but ``/healthz`` requires
+            ``Authorization: Bearer <token>`` (an OpenAI client's ``api_key``).
+        max_body_bytes: Larger request bodies get 413.
+        upstream_timeout_s: Longest the upstream may stay silent (before its response, or
+            between stream chunks) before the call fails with 504.
+        connect_timeout_s: Limit for opening a connection to the upstream.
+        store_writes: ``"inline"`` (default) runs each store write on the event loop: a commit
+            takes about 0.25 ms, less than handing it to a thread costs (measured in
+            ``benchmarks/gateway_overhead.py``). ``"thread"`` runs writes in worker threads, so
+            the loop keeps serving through slow commits (a store on a slow or busy disk).
+        upstream_headers: Extra headers sent with every upstream request, e.g.
+            ``{"Authorization": "Bearer ..."}`` for a vLLM started with ``--api-key``. (The
+            agent's own headers are never forwarded.)
+
+    Use ``async with Gateway(...)`` (or :meth:`start`/:meth:`stop`) inside a running loop, or
+    ``with Gateway(...)`` (:meth:`start_in_thread`/:meth:`stop_thread`) from sync code.
+    The control methods (:meth:`start_episode`...) are thread-safe and blocking.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        upstream_url: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        auth_token: str | None = None,
+        max_body_bytes: int = 8 * 1024 * 1024,
+        upstream_timeout_s: float = 300.0,
+        connect_timeout_s: float = 10.0,
+        store_writes: Literal["inline", "thread"] = "inline",
+        upstream_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if store_writes not in ("inline", "thread"):
+            raise ValueError(f"store_writes: expected 'inline' or 'thread', got {store_writes!r}")
+        for name, value in (
+            ("upstream_timeout_s", upstream_timeout_s),
+            ("connect_timeout_s", connect_timeout_s),
+            ("max_body_bytes", max_body_bytes),
+        ):
+            if isinstance(value, bool) or not value > 0:
+                raise ValueError(f"{name}: expected a positive number, got {value!r}")
+        if auth_token is not None and not auth_token:
+            raise ValueError("auth_token: expected a non-empty string or None")
+        self._store = store
+        self._upstream = upstream_base(upstream_url)
+        self._host, self._port = host, port
+        self._auth = f"Bearer {auth_token}".encode() if auth_token else None
+        self._max_body = max_body_bytes
+        self._upstream_timeout = upstream_timeout_s
+        self._connect_timeout = connect_timeout_s
+        self._inline = store_writes == "inline"
+        self._upstream_headers = dict(upstream_headers or {})
+        self._registry = EpisodeRegistry(store)
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._url = ""
+        self._thread = LoopThread("fulmen-gateway")
+
+    # --------------------------------------------------------------------------- lifecycle
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:8400``. Raises RuntimeError before start."""
+        if not self._url:
+            raise RuntimeError("the gateway is not started: call start() or start_in_thread()")
+        return self._url
+
+    @property
+    def store(self) -> Store:
+        """The store the gateway records into."""
+        return self._store
+
+    def episode_url(self, episode_id: str) -> str:
+        """``{url}/rollout/{episode_id}``; the agent's OpenAI base URL is this plus ``/v1``."""
+        return f"{self.url}/rollout/{episode_id}"
+
+    async def _run_blocking(self, fn: Callable[[], Any]) -> Any:
+        if self._inline:
+            return fn()
+        return await asyncio.to_thread(fn)
+
+    async def start(self) -> str:
+        """Start serving on the running loop; returns the base URL."""
+        if self._runner is not None:
+            raise RuntimeError("the gateway is already started")
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=60),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self._connect_timeout, sock_read=self._upstream_timeout
+            ),
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers=self._upstream_headers,
+        )
+        proxy = Proxy(
+            store=self._store,
+            registry=self._registry,
+            upstream=self._upstream,
+            session=self._session,
+            max_body_bytes=self._max_body,
+            upstream_timeout_s=self._upstream_timeout,
+            run_blocking=self._run_blocking,
+        )
+        app = web.Application(middlewares=[self._middleware], client_max_size=self._max_body)
+        self._add_routes(app, proxy)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port)
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            await self._session.close()
+            raise
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        host = f"[{host}]" if ":" in host else host
+        self._url = f"http://{host}:{port}"
+        _log.info("gateway on %s → upstream %s", self._url, self._upstream)
+        return self._url
+
+    async def stop(self) -> None:
+        """Stop serving and close the upstream connections (idempotent)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def start_in_thread(self) -> str:
+        """Serve from a daemon thread running its own loop (for sync callers); returns the URL."""
+        self._thread.start()
+        try:
+            return self._thread.run(self.start(), timeout=60)
+        except BaseException:
+            self._thread.stop()
+            raise
+
+    def stop_thread(self) -> None:
+        """Stop a gateway started with :meth:`start_in_thread` (no-op otherwise)."""
+        if self._thread.running:
+            self._thread.run(self.stop(), timeout=60)
+            self._thread.stop()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def __enter__(self) -> Gateway:
+        self.start_in_thread()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop_thread()
+
+    # --------------------------------------------------------------------------- HTTP
+
+    def _add_routes(self, app: web.Application, proxy: Proxy) -> None:
+        def episode_call(chat: bool) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+            async def handler(request: web.Request) -> web.StreamResponse:
+                episode_id = request.match_info.get("episode_id")
+                header = request.headers.get("X-Episode-Id")
+                if episode_id is None:
+                    episode_id = header
+                elif header is not None and header != episode_id:
+                    raise GatewayError(
+                        f"header X-Episode-Id {header!r} contradicts the episode in the URL "
+                        f"{episode_id!r}: send one of them",
+                        status=400,
+                        code="episode_mismatch",
+                    )
+                if not episode_id:
+                    raise GatewayError(
+                        "this LLM call names no episode: point the agent's OpenAI client at "
+                        f"{self.url}/rollout/<episode_id>/v1, or send the header "
+                        "X-Episode-Id: <episode_id>",
+                        status=400,
+                        code="no_episode",
+                    )
+                return await proxy.generate(request, episode_id, chat)
+
+            return handler
+
+        async def unsupported(request: web.Request) -> web.Response:
+            raise GatewayError(
+                _UNSUPPORTED.format(path=request.path), status=404, code="unsupported_route"
+            )
+
+        for prefix in ("/rollout/{episode_id}/v1", "/v1"):
+            app.router.add_post(f"{prefix}/chat/completions", episode_call(True))
+            app.router.add_post(f"{prefix}/completions", episode_call(False))
+            app.router.add_get(f"{prefix}/models", proxy.models)
+        ControlRoutes(self, max_body_bytes=self._max_body, run_blocking=self._run_blocking).add_to(
+            app
+        )
+        for prefix in ("/rollout/{episode_id}/v1", "/v1"):
+            app.router.add_route("*", prefix + "/{tail:.*}", unsupported)
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            if self._auth is not None and request.path != "/healthz":
+                given = request.headers.get("Authorization", "").encode()
+                if not hmac.compare_digest(given, self._auth):
+                    raise GatewayError(
+                        "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
+                        "(the OpenAI client's api_key) with the gateway's auth_token",
+                        status=401,
+                        code="unauthorized",
+                    )
+            return await handler(request)
+        except GatewayError as exc:
+            return web.json_response(exc.body(), status=exc.status)
+        except web.HTTPException as exc:
+            message = f"{exc.reason}: {request.method} {request.path}"
+            code = (
+                "body_too_large"
+                if exc.status == 413
+                else "not_found"
+                if exc.status == 404
+                else None
+            )
+            return web.json_response(
+                error_body(message, status=exc.status, code=code), status=exc.status
+            )
+        except Exception as exc:  # a bug: answer 500 with a body rather than a bare reset
+            _log.exception("gateway error on %s %s", request.method, request.path)
+            body = error_body(
+                f"internal gateway error: {type(exc).__name__}: {exc}",
+                status=500,
+                code="internal_error",
+            )
+            return web.json_response(body, status=500)
+
+    # --------------------------------------------------------------------------- control
+
+    def start_episode(
+        self,
+        task: Task,
+        *,
+        attempt: int = 1,
+        group_id: str | None = None,
+        episode_id: str | None = None,
+        metadata: dict[str, object] | None = None,
+    ) -> Episode:
+        """Create a ``running`` episode; its LLM base URL is ``{url}/rollout/{id}/v1``.
+
+        Raises:
+            GatewayError: 400 invalid id, 409 the id already exists.
+        """
+        now = time.time()
+        episode = Episode(
+            id=check_episode_id(episode_id)
+            if episode_id is not None
+            else f"ep-{secrets.token_hex(6)}",
+            task=task,
+            attempt=attempt,
+            status=EpisodeStatus.RUNNING,
+            group_id=group_id,
+            created_at=now,
+            started_at=now,
+            metadata=dict(metadata or {}),
+        )
+        self._registry.add(episode)
+        return episode
+
+    def add_reward(self, reward: Reward) -> None:
+        """Record a reward. Raises :class:`GatewayError` 404 unknown / 409 finished episode."""
+        self._registry.ensure_open(reward.episode_id)
+        try:
+            self._store.add_reward(reward)
+        except EpisodeNotFound as exc:
+            raise GatewayError(str(exc), status=404, code="episode_not_found") from exc
+
+    def finish_episode(
+        self,
+        episode_id: str,
+        *,
+        status: EpisodeStatus,
+        termination: TerminationReason,
+        error: str | None = None,
+        metadata: dict[str, object] | None = None,
+    ) -> Episode:
+        """Finish the episode: later LLM calls and rewards get 409. Returns its final state.
+
+        Raises:
+            GatewayError: 400 unfinished status, 404 unknown, 409 already finished.
+        """
+        return self._registry.finish(
+            episode_id, status=status, termination=termination, error=error, metadata=metadata
+        )
+
+    def upstream_failures(self, episode_id: str) -> int:
+        """Upstream failures (502/504) of the episode's calls through this gateway."""
+        return self._registry.failures(episode_id)
+
+    def get_episode(self, episode_id: str) -> Episode:
+        """The episode's current state. Raises :class:`GatewayError` 404 when unknown."""
+        try:
+            return self._store.get_episode(episode_id)
+        except EpisodeNotFound:
+            raise GatewayError(
+                f"unknown episode {episode_id!r}", status=404, code="episode_not_found"
+            ) from None
+
+    def is_open(self, episode_id: str) -> bool:
+        """True while the episode accepts LLM calls and rewards."""
+        try:
+            self._registry.ensure_open(episode_id)
+        except GatewayError:
+            return False
+        return True

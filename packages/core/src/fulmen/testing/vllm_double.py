@@ -1,0 +1,463 @@
+"""A TEST DOUBLE of vLLM 0.32's OpenAI-compatible server wire format. It is not vLLM.
+
+It serves ``/v1/chat/completions`` (streaming or not, ``n``, tools with Hermes-style
+``<tool_call>{json}</tool_call>`` parsing and ``tool_choice``), ``/v1/completions`` and
+``/v1/models`` with the exact fields vLLM 0.32 sends: top-level ``prompt_token_ids``,
+``choices[].token_ids`` (with ``return_token_ids: true``), per-token logprobs, streaming chunks
+that carry their own token ids (also chunks with an empty delta), ``id = chatcmpl-{X-Request-Id}``,
+and vLLM's context-length 400 and unknown-model 404 bodies. Tokens come from a real (tiny)
+byte-level BPE tokenizer (:mod:`.tokenizer`); the text comes from a pluggable *responder*
+(:mod:`.generation`), so tests can script an agent's turns. Everything is deterministic by seed.
+
+Faults can be injected for tests (:class:`Faults`): delay, HTTP 500, a dropped connection, or a
+response without token ids (like a server that does not support ``return_token_ids``).
+
+Run it alone with ``python -m fulmen.testing --port 8000`` (prints its URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from aiohttp import web
+
+from fulmen.gateway.loop_thread import LoopThread
+from fulmen.testing.generation import (
+    Generation,
+    RequestParams,
+    Responder,
+    default_responder,
+    generate,
+)
+from fulmen.testing.tokenizer import get_tokenizer, render_chat
+from fulmen.testing.wire import (
+    FINGERPRINT,
+    chat_choice,
+    chat_stream_chunks,
+    chunk_header,
+    completion_choice,
+    completion_stream_chunks,
+    error_body,
+    model_list,
+    omit_token_ids,
+    usage,
+)
+
+__all__ = ["Faults", "ReceivedRequest", "VllmDouble"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Faults:
+    """Failures to inject. Applied to requests whose ``X-Request-Id`` starts with ``match``."""
+
+    match: str = ""
+    """Only requests whose X-Request-Id starts with this ("" = every request)."""
+    delay_s: float = 0.0
+    """Sleep this long before answering."""
+    status_500: bool = False
+    """Answer HTTP 500 with vLLM's error body."""
+    drop_connection: bool = False
+    """Close the connection mid-response (after ``drop_after_chunks`` chunks when streaming)."""
+    drop_after_chunks: int = 2
+    """Chunks sent before a streaming response is cut."""
+    omit_token_ids: bool = False
+    """Leave out every token-id field, whatever the request asked."""
+
+    def applies(self, request_id: str) -> bool:
+        """True when these faults apply to the request."""
+        return request_id.startswith(self.match)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """A request the double received (for tests that check what the gateway sent)."""
+
+    path: str
+    """URL path."""
+    request_id: str
+    """``X-Request-Id`` header ("" when absent)."""
+    body: Mapping[str, Any]
+    """Parsed JSON body."""
+    headers: Mapping[str, str]
+    """Request headers (lower-case names)."""
+
+
+class _Reject(Exception):
+    """An error response to send (vLLM-shaped)."""
+
+    def __init__(self, status: int, message: str, kind: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.response = web.json_response(error_body(status, message, kind, param), status=status)
+
+
+class VllmDouble:
+    """The test double server. See the module docstring.
+
+    Args:
+        model: Served model name (other names get vLLM's 404).
+        max_model_len: Context length: longer requests get vLLM's 400.
+        responder: ``(messages, tools, params) -> text``; default :func:`default_responder`.
+        latency_s: Simulated generation time added to every request (before the first byte).
+        latency_jitter: Spread of that time: each request waits ``latency_s`` times a uniform
+            factor in ``[1 - jitter, 1 + jitter]`` (0: always exactly ``latency_s``).
+        policy_version: When set, sent as header ``X-Fulmen-Policy-Version`` on every response.
+        host: Interface to bind.
+        port: Port (0 = a free ephemeral port).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = "tiny",
+        max_model_len: int = 2048,
+        responder: Responder | None = None,
+        latency_s: float = 0.0,
+        latency_jitter: float = 0.0,
+        policy_version: int | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.model = model
+        self.max_model_len = max_model_len
+        self.responder: Responder = responder or default_responder
+        self.latency_s = latency_s
+        self.latency_jitter = latency_jitter
+        self._jitter = random.Random(0)
+        self.policy_version = policy_version
+        self.faults = Faults()
+        """Faults in force (replace the attribute to change them; applies to new requests)."""
+        self.received: deque[ReceivedRequest] = deque(maxlen=10_000)
+        """The last 10,000 generation requests, oldest first."""
+        self._host, self._port = host, port
+        self._tok = get_tokenizer()
+        self._encode = lru_cache(maxsize=4096)(self._encode_uncached)
+        self._runner: web.AppRunner | None = None
+        self._url = ""
+        self._thread = LoopThread("vllm-double")
+
+    def _encode_uncached(self, text: str) -> tuple[int, ...]:
+        return tuple(self._tok.encode(text))
+
+    @property
+    def url(self) -> str:
+        """Base URL (``http://127.0.0.1:PORT``; the API is under ``/v1``). "" before start."""
+        return self._url
+
+    def app(self) -> web.Application:
+        """The aiohttp application (routes only; :meth:`start` serves it)."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_get("/v1/models", self._models)
+        return app
+
+    async def start(self) -> str:
+        """Serve on the running loop; returns the base URL."""
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port)
+        await site.start()
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self._url = f"http://{host}:{port}"
+        return self._url
+
+    async def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def start_in_thread(self) -> str:
+        """Serve from a daemon thread with its own loop (for sync code); returns the URL."""
+        self._thread.start()
+        return self._thread.run(self.start(), timeout=30)
+
+    def stop_thread(self) -> None:
+        """Stop a server started with :meth:`start_in_thread`."""
+        if self._thread.running:
+            self._thread.run(self.stop(), timeout=30)
+            self._thread.stop()
+
+    # ----------------------------------------------------------------------------- handlers
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response(model_list(self.model, self.max_model_len))
+
+    async def _begin(self, request: web.Request) -> tuple[dict[str, Any], str, Faults | None]:
+        """Parse and check the common parts; apply delay/500 faults. Raises :class:`_Reject`."""
+        try:
+            body = json.loads(await request.read())
+        except json.JSONDecodeError as exc:
+            raise _Reject(400, f"Invalid JSON body: {exc}", "BadRequestError") from None
+        if not isinstance(body, dict):
+            raise _Reject(400, "The request body must be a JSON object", "BadRequestError")
+        rid = request.headers.get("X-Request-Id", "")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.received.append(ReceivedRequest(request.path, rid, body, headers))
+        rid = rid or uuid.uuid4().hex
+        if body.get("model", self.model) != self.model:
+            message = (
+                f"The model `{body.get('model')}` does not exist. Valid aliases: {self.model}."
+            )
+            raise _Reject(404, message, "NotFoundError", "model")
+        faults = self.faults if self.faults.applies(rid) else None
+        delay = self.latency_s * (1 + self.latency_jitter * self._jitter.uniform(-1, 1))
+        delay += faults.delay_s if faults else 0.0
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if faults and faults.status_500:
+            raise _Reject(500, "EngineCore encountered an issue (injected)", "InternalServerError")
+        return body, rid, faults
+
+    def _budget(self, body: Mapping[str, Any], prompt_len: int) -> int:
+        """``max_tokens`` to generate, or vLLM's 400 when it cannot fit the context."""
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if max_tokens is None:
+            return max(1, self.max_model_len - prompt_len)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise _Reject(
+                400,
+                f"max_tokens must be at least 1, got {max_tokens}.",
+                "BadRequestError",
+                "max_tokens",
+            )
+        if max_tokens > self.max_model_len:
+            raise _Reject(
+                400,
+                f"max_tokens={max_tokens} cannot be greater than max_model_len="
+                f"{self.max_model_len}. Please request fewer output tokens. "
+                f"(parameter=max_tokens, value={max_tokens})",
+                "BadRequestError",
+                "max_tokens",
+            )
+        if prompt_len + max_tokens > self.max_model_len:
+            raise _Reject(
+                400,
+                f"This model's maximum context length is {self.max_model_len} tokens. However, "
+                f"you requested {prompt_len + max_tokens} tokens ({prompt_len} in the messages, "
+                f"{max_tokens} in the completion). Please reduce the length of the messages or "
+                "completion.",
+                "BadRequestError",
+                "input_tokens",
+            )
+        return max_tokens
+
+    def _generate(
+        self,
+        body: Mapping[str, Any],
+        endpoint: str,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]],
+        prompt_text: str,
+        max_tokens: int,
+        index: int,
+    ) -> tuple[Generation, RequestParams]:
+        greedy = body.get("temperature") == 0
+        seed = 0 if greedy or body.get("seed") is None else int(body["seed"])
+        params = RequestParams(
+            body=body,
+            endpoint=endpoint,
+            prompt_text=prompt_text,
+            seed=seed,
+            choice_index=0 if greedy else index,
+        )
+        text = self.responder(messages, tools, params)
+        stop = body.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        if endpoint == "chat":
+            top = int(body.get("top_logprobs") or 0) if body.get("logprobs") else 0
+        else:
+            top = int(body.get("logprobs") or 0)
+        gen = generate(self._tok, text, max_tokens=max_tokens, stop=stop, params=params, top=top)
+        return gen, RequestParams(
+            body=body, endpoint=endpoint, prompt_text=prompt_text, seed=seed, choice_index=index
+        )
+
+    def _headers(self) -> dict[str, str]:
+        if self.policy_version is None:
+            return {}
+        return {"X-Fulmen-Policy-Version": str(self.policy_version)}
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body, rid, faults = await self._begin(request)
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages:
+                raise _Reject(
+                    400, "messages: a non-empty list is required", "BadRequestError", "messages"
+                )
+            tools: list[Mapping[str, Any]] = body.get("tools") or []
+            prompt_text = render_chat(messages, tools)  # pyright: ignore[reportUnknownArgumentType]
+            prompt_ids = list(self._encode(prompt_text))
+            max_tokens = self._budget(body, len(prompt_ids))
+        except _Reject as reject:
+            return reject.response
+        n = int(body.get("n") or 1)
+        tools_active = bool(tools) and body.get("tool_choice") != "none"
+        gens = [
+            self._generate(body, "chat", messages, tools, prompt_text, max_tokens, i)  # pyright: ignore[reportUnknownArgumentType]
+            for i in range(n)
+        ]
+        want_ids = body.get("return_token_ids") is True and not (faults and faults.omit_token_ids)
+        top = int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+        created = int(time.time())
+        if body.get("stream"):
+            chunks = chat_stream_chunks(
+                self._tok,
+                chunk_header("chat", rid, created, self.model),
+                prompt_ids,
+                gens,
+                tools_active=tools_active,
+                top=top,
+                want_ids=want_ids,
+                include_usage=_include_usage(body),
+            )
+            return await self._send_stream(request, chunks, faults)
+        choices = [
+            chat_choice(
+                self._tok, g, p, tools_active=tools_active, logprobs_top=top, token_ids=want_ids
+            )
+            for g, p in gens
+        ]
+        response: dict[str, Any] = {
+            "id": f"chatcmpl-{rid}",
+            "object": "chat.completion",
+            "created": created,
+            "model": self.model,
+            "choices": choices,
+            "service_tier": None,
+            "system_fingerprint": FINGERPRINT,
+            "usage": usage(len(prompt_ids), sum(len(g.token_ids) for g, _ in gens)),
+            "prompt_logprobs": None,
+            "prompt_token_ids": prompt_ids if want_ids else None,
+            "prompt_text": None,
+            "kv_transfer_params": None,
+            "ec_transfer_params": None,
+            "metrics": None,
+        }
+        if faults and faults.omit_token_ids:
+            omit_token_ids(response)
+        if faults and faults.drop_connection:
+            return await _cut(request, json.dumps(response).encode())
+        return web.json_response(response, headers=self._headers())
+
+    async def _send_stream(
+        self, request: web.Request, chunks: list[dict[str, Any]], faults: Faults | None
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream; charset=utf-8", **self._headers()}
+        )
+        await response.prepare(request)
+        for n, chunk in enumerate(chunks):
+            if faults and faults.drop_connection and n == faults.drop_after_chunks:
+                _close(request)
+                return response
+            if faults and faults.omit_token_ids:
+                omit_token_ids(chunk)
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body, rid, faults = await self._begin(request)
+            prompts = _prompts(body.get("prompt"))
+            encoded = [
+                (p, list(self._encode(p))) if isinstance(p, str) else (self._tok.decode(p), p)
+                for p in prompts
+            ]
+            max_tokens = self._budget(body, max(len(ids) for _, ids in encoded))
+        except _Reject as reject:
+            return reject.response
+        n = int(body.get("n") or 1)
+        want_ids = body.get("return_token_ids") is True and not (faults and faults.omit_token_ids)
+        top = None if body.get("logprobs") is None else int(body["logprobs"])
+        created = int(time.time())
+        runs = [
+            (p * n + j, ids, self._generate(body, "completions", [], [], text, max_tokens, j)[0])
+            for p, (text, ids) in enumerate(encoded)
+            for j in range(n)
+        ]
+        if body.get("stream"):
+            chunks = completion_stream_chunks(
+                self._tok,
+                chunk_header("completions", rid, created, self.model),
+                runs,
+                top=top,
+                want_ids=want_ids,
+                include_usage=_include_usage(body),
+            )
+            return await self._send_stream(request, chunks, faults)
+        choices = [
+            completion_choice(self._tok, gen, index, ids, logprobs_top=top, token_ids=want_ids)
+            for index, ids, gen in runs
+        ]
+        prompt_tokens = sum(len(ids) for _, ids in encoded)
+        response: dict[str, Any] = {
+            "id": f"cmpl-{rid}",
+            "object": "text_completion",
+            "created": created,
+            "model": self.model,
+            "choices": choices,
+            "service_tier": None,
+            "system_fingerprint": FINGERPRINT,
+            "usage": usage(prompt_tokens, sum(len(g.token_ids) for _, _, g in runs)),
+            "kv_transfer_params": None,
+            "ec_transfer_params": None,
+            "metrics": None,
+        }
+        if faults and faults.omit_token_ids:
+            omit_token_ids(response)
+        if faults and faults.drop_connection:
+            return await _cut(request, json.dumps(response).encode())
+        return web.json_response(response, headers=self._headers())
+
+
+def _prompts(prompt: object) -> list[str | list[int]]:
+    """Normalize a completions ``prompt`` (str, [str], [int], [[int]]) into a list of prompts."""
+    if isinstance(prompt, str) and prompt:
+        return [prompt]
+    if isinstance(prompt, list) and prompt:
+        items: list[Any] = prompt  # pyright: ignore[reportUnknownVariableType]
+        if all(isinstance(p, int) for p in items):
+            return [list(items)]
+        if all(isinstance(p, str) for p in items):
+            return list(items)
+        if all(isinstance(p, list) and all(isinstance(t, int) for t in p) for p in items):  # pyright: ignore[reportUnknownVariableType]
+            return [list(p) for p in items]
+    raise _Reject(
+        400,
+        "prompt: a non-empty string, list of strings or list of token ids is required",
+        "BadRequestError",
+        "prompt",
+    )
+
+
+def _include_usage(body: Mapping[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, Mapping) and bool(options.get("include_usage"))  # pyright: ignore[reportUnknownMemberType]
+
+
+def _close(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.close()
+
+
+async def _cut(request: web.Request, payload: bytes) -> web.StreamResponse:
+    """Send half of ``payload`` and drop the connection."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    await response.write(payload[: len(payload) // 2])
+    _close(request)
+    return response
