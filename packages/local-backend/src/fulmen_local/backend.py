@@ -1,0 +1,49 @@
+"""``LocalBackend``: the embedded single-machine backend behind ``fulmen train`` / ``fulmen eval``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from fulmen.config import ConfigError, load_config
+
+__all__ = ["LocalBackend"]
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class LocalBackend:
+    """Trains on this machine's CPU (or one GPU) with transformers + torch."""
+
+    def train(self, config_path: Path, *, resume: bool = False) -> int:
+        """Run ``fulmen train CONFIG`` and print the before/after held-out success."""
+        from fulmen_local.train.loop import run_training
+
+        config = load_config(config_path)
+        result = run_training(config, resume=resume, log=_log)
+        parts = [f"trained {result.steps} steps in {result.wall_s:.0f} s"]
+        if result.before is not None:
+            parts.append(f"held-out success before {result.before.success_rate:.0%}")
+        if result.after is not None:
+            parts.append(f"after {result.after.success_rate:.0%}")
+        print(" · ".join(parts))
+        print(f"outputs: {result.output_dir} (metrics.jsonl, tensorboard/, curve.png, checkpoints/)")
+        return 0
+
+    def evaluate(self, config_path: Path, *, checkpoint: Path | None = None) -> int:
+        """Run ``fulmen eval CONFIG [--checkpoint DIR]`` and print the held-out success."""
+        from fulmen_local.train.evaluate import run_evaluation
+
+        config = load_config(config_path)
+        if not config.data.eval:
+            raise ConfigError(f"{config_path}: [data] eval is not set; nothing to evaluate")
+        result = asyncio.run(run_evaluation(config, checkpoint=checkpoint, log=_log))
+        which = str(checkpoint) if checkpoint else "the base model"
+        print(
+            f"{which}: held-out success {result.success_rate:.1%} "
+            f"({result.episodes} tasks, greedy; {result.failed} failed episodes)"
+        )
+        return 0

@@ -1,0 +1,1 @@
+"""The reference tiny model: character-level tokenizer, Llama builder and supervised warm start."""

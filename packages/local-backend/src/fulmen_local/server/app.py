@@ -1,0 +1,268 @@
+"""aiohttp routes: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``, ``/health``.
+
+Every response carries the header ``X-Fulmen-Policy-Version`` (generation responses: the
+version that produced them, also in the body as ``policy_version``). An ``X-Request-Id``
+request header becomes the response id (``chatcmpl-{id}`` / ``cmpl-{id}``) and is echoed.
+Errors use vLLM's body shape (see :mod:`.errors`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from aiohttp import web
+from transformers import PreTrainedTokenizerBase
+
+from fulmen_local.server.engine import GenerationEngine
+from fulmen_local.server.errors import ApiError, bad_request
+from fulmen_local.server.outputs import OutputCollector, SequenceOutput
+from fulmen_local.server.params import (
+    ParsedRequest,
+    parse_chat_request,
+    parse_completion_request,
+    sampling_params,
+)
+from fulmen_local.server.responses import POLICY_VERSION_HEADER, ResponseBuilder, dumps
+from fulmen_local.server.sse import Submissions, stream_chat, stream_completion
+from fulmen_local.server.template import render_chat_prompt
+from fulmen_local.server.tokens import TokenTexts
+from fulmen_local.server.toolcalls import parse_tool_calls
+
+__all__ = ["POLICY_VERSION_HEADER", "build_app"]
+
+_ENGINE = web.AppKey("engine", GenerationEngine)
+_TOKENIZER = web.AppKey("tokenizer", PreTrainedTokenizerBase)
+_NAME = web.AppKey("model_name", str)
+_TEXTS = web.AppKey("token_texts", TokenTexts)
+
+
+def build_app(
+    engine: GenerationEngine, tokenizer: PreTrainedTokenizerBase, *, model_name: str
+) -> web.Application:
+    """The aiohttp application serving ``engine`` as ``model_name`` (engine started by caller)."""
+    app = web.Application(middlewares=[_errors_and_headers], client_max_size=64 * 1024 * 1024)
+    app[_ENGINE] = engine
+    app[_TOKENIZER] = tokenizer
+    app[_NAME] = model_name
+    app[_TEXTS] = TokenTexts(tokenizer)
+    app.router.add_post("/v1/chat/completions", _chat)
+    app.router.add_post("/v1/completions", _completions)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/health", _health)
+    return app
+
+
+@web.middleware
+async def _errors_and_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    engine = request.app[_ENGINE]
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = web.json_response(exc.body(), status=exc.status, dumps=dumps)
+    except web.HTTPException as exc:
+        err = ApiError(exc.status, exc.reason)
+        response = web.json_response(err.body(), status=exc.status, dumps=dumps)
+    if not response.prepared:
+        response.headers.setdefault(POLICY_VERSION_HEADER, str(engine.policy_version))
+        if "X-Request-Id" in request.headers:
+            response.headers.setdefault("X-Request-Id", request.headers["X-Request-Id"])
+    return response
+
+
+async def _health(request: web.Request) -> web.Response:
+    engine = request.app[_ENGINE]
+    status = 200 if engine.running else 503
+    body = {
+        "status": "ok" if engine.running else "stopped",
+        "policy_version": engine.policy_version,
+    }
+    return web.json_response(body, status=status, dumps=dumps)
+
+
+async def _models(request: web.Request) -> web.Response:
+    name, engine = request.app[_NAME], request.app[_ENGINE]
+    created = int(time.time())
+    card = {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": "fulmen",
+        "root": name,
+        "parent": None,
+        "max_model_len": engine.max_model_len,
+        "permission": [
+            {
+                "id": f"modelperm-{uuid.uuid4().hex[:16]}",
+                "object": "model_permission",
+                "created": created,
+                "allow_create_engine": False,
+                "allow_sampling": True,
+                "allow_logprobs": True,
+                "allow_search_indices": False,
+                "allow_view": True,
+                "allow_fine_tuning": False,
+                "organization": "*",
+                "group": None,
+                "is_blocking": False,
+            }
+        ],
+    }
+    return web.json_response({"object": "list", "data": [card]}, dumps=dumps)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    return cast("dict[str, Any]", body)
+
+
+def _check_model(request: web.Request, req: ParsedRequest) -> None:
+    name = request.app[_NAME]
+    if req.model != name:
+        raise ApiError(
+            404, f"The model `{req.model}` does not exist. Valid aliases: {name}.", param="model"
+        )
+
+
+def _request_id(request: web.Request) -> str:
+    return request.headers.get("X-Request-Id") or uuid.uuid4().hex
+
+
+def _failed(outputs: tuple[SequenceOutput, ...]) -> None:
+    for out in outputs:
+        if out.finish_reason == "error":
+            raise ApiError(500, f"generation failed: {out.error}")
+        if out.finish_reason == "abort":
+            raise ApiError(503, "the generation engine stopped before the request finished")
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    engine, tokenizer = request.app[_ENGINE], request.app[_TOKENIZER]
+    req = parse_chat_request(await _body(request))
+    _check_model(request, req)
+    prompt = render_chat_prompt(
+        tokenizer, req.messages, tools=req.tools, template_kwargs=req.template_kwargs
+    )
+    params = sampling_params(req, prompt_tokens=len(prompt), max_model_len=engine.max_model_len)
+    rid = _request_id(request)
+    subs = Submissions(engine)
+    subs.submit(0, prompt, params, rid)
+    try:
+        if req.stream:
+            return await stream_chat(
+                request, req, subs, tuple(prompt), _builders(request, f"chatcmpl-{rid}")
+            )
+        collector = OutputCollector(params.n)
+        async for _, event in subs.events():
+            collector.add(event)
+    finally:
+        subs.cancel()
+    outputs = collector.outputs()
+    _failed(outputs)
+    version = (
+        collector.policy_version if collector.policy_version is not None else engine.policy_version
+    )
+    build = _builder(request, f"chatcmpl-{rid}", version)
+    choices: list[dict[str, Any]] = []
+    for out in outputs:
+        parsed = parse_tool_calls(out.text) if req.parse_tools else None
+        choices.append(
+            build.chat_choice(
+                out,
+                content=parsed.content if parsed else out.text,
+                tool_calls=list(parsed.tool_calls) if parsed else None,
+                logprobs=req.logprobs,
+                token_ids=req.return_token_ids,
+            )
+        )
+    body = build.chat_completion(
+        choices,
+        prompt_ids=tuple(prompt),
+        completion_tokens=sum(len(o.token_ids) for o in outputs),
+        token_ids=req.return_token_ids,
+    )
+    return _json_response(body, version)
+
+
+def _builder(request: web.Request, response_id: str, version: int) -> ResponseBuilder:
+    return ResponseBuilder(
+        request.app[_TEXTS],
+        response_id=response_id,
+        model=request.app[_NAME],
+        created=int(time.time()),
+        policy_version=version,
+    )
+
+
+def _builders(request: web.Request, response_id: str) -> Callable[[int], ResponseBuilder]:
+    def make(version: int) -> ResponseBuilder:
+        return _builder(request, response_id, version)
+
+    return make
+
+
+def _json_response(body: dict[str, Any], version: int) -> web.Response:
+    response = web.json_response(body, dumps=dumps)
+    response.headers[POLICY_VERSION_HEADER] = str(version)
+    return response
+
+
+async def _completions(request: web.Request) -> web.StreamResponse:
+    engine, tokenizer = request.app[_ENGINE], request.app[_TOKENIZER]
+    req = parse_completion_request(await _body(request))
+    _check_model(request, req)
+    prompts: list[list[int]] = []
+    for p in req.prompts:
+        ids = tokenizer(p, add_special_tokens=True)["input_ids"] if isinstance(p, str) else p
+        prompts.append([int(t) for t in ids])
+    all_params = [
+        sampling_params(req, prompt_tokens=len(p), max_model_len=engine.max_model_len)
+        for p in prompts
+    ]
+    rid = _request_id(request)
+    subs = Submissions(engine)
+    try:
+        for key, (prompt, params) in enumerate(zip(prompts, all_params, strict=True)):
+            subs.submit(key, prompt, params, f"{rid}-{key}")
+        if req.stream:
+            return await stream_completion(
+                request, req, subs, prompts, _builders(request, f"cmpl-{rid}")
+            )
+        collectors = [OutputCollector(req.n) for _ in prompts]
+        async for key, event in subs.events():
+            collectors[key].add(event)
+    finally:
+        subs.cancel()
+    results = [c.outputs() for c in collectors]
+    for outs in results:
+        _failed(outs)
+    found = collectors[0].policy_version
+    version = found if found is not None else engine.policy_version
+    build = _builder(request, f"cmpl-{rid}", version)
+    choices = [
+        build.completion_choice(
+            out,
+            key * req.n + out.index,
+            tuple(prompts[key]),
+            logprobs=req.logprobs,
+            token_ids=req.return_token_ids,
+        )
+        for key, outs in enumerate(results)
+        for out in outs
+    ]
+    body = build.completion(
+        choices,
+        prompt_tokens=sum(len(p) for p in prompts),
+        completion_tokens=sum(len(o.token_ids) for outs in results for o in outs),
+    )
+    return _json_response(body, version)

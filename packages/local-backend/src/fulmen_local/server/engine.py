@@ -1,0 +1,370 @@
+"""The batching generation engine: one worker thread owns the model and serves every request.
+
+Batching strategy (continuous batching): requests are queued by :meth:`GenerationEngine.submit`
+(``n`` expands into ``n`` rows). When idle, the worker waits ``batch_window_ms`` after the first
+arrival to gather more, left-pads the prompts, prefills them with an attention mask and per-row
+position ids, then decodes one token per row per forward pass using the KV cache. Requests that
+arrive while a batch runs *join it*: they are prefilled on their own and their KV cache is
+left-padded and concatenated onto the running one (at most ``max_batch_size`` rows). Finished
+rows leave the batch at once. So agents whose calls arrive staggered (after tool execution) do
+not wait for a whole batch to finish, and concurrent calls share forward passes.
+
+Weight hot swap (:meth:`GenerationEngine.update_weights`): new requests stop being admitted, the
+running rows finish, the update runs while the worker is paused, the policy version is bumped,
+and admission resumes. Every token of a sequence therefore comes from one policy version, which
+each :class:`~fulmen_local.server.outputs.TokenEvent` reports.
+
+Thread-safety contract when the model object is shared with a trainer: the engine only runs the
+model under ``torch.inference_mode()`` on its worker thread and never touches gradients; the
+trainer may run forward/backward passes concurrently (they only read the parameters) but must
+change parameters (``optimizer.step()``, ``load_state_dict``) only through
+:meth:`GenerationEngine.update_weights`. Dropout must be off (``model.eval()`` or dropout 0)
+while the engine generates, or logprobs will not match a later forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from fulmen_local.server.executor import BatchExecutor, GenerationHandle, end_request
+from fulmen_local.server.outputs import EventSink, GenerationResult, OutputCollector, TokenEvent
+from fulmen_local.server.sampling import SamplingParams
+from fulmen_local.server.tokens import (
+    default_eos_ids,
+    make_decoder,
+    model_context_length,
+    pad_token_id,
+)
+
+__all__ = [
+    "ContextLengthError",
+    "EngineStats",
+    "EngineStoppedError",
+    "GenerationEngine",
+    "GenerationHandle",
+    "WeightUpdate",
+]
+
+_log = logging.getLogger(__name__)
+
+WeightUpdate = Mapping[str, torch.Tensor] | Callable[[torch.nn.Module], object]
+"""A state dict (loaded with ``strict=False``; unknown keys are an error) or a function called
+with the model while the engine is paused."""
+
+
+class ContextLengthError(ValueError):
+    """Prompt plus ``max_tokens`` does not fit the model's context."""
+
+    def __init__(self, *, prompt_tokens: int, max_tokens: int, max_model_len: int) -> None:
+        self.prompt_tokens, self.max_tokens, self.max_model_len = (
+            prompt_tokens,
+            max_tokens,
+            max_model_len,
+        )
+        super().__init__(
+            f"prompt ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds the "
+            f"context of {max_model_len} tokens"
+        )
+
+
+class EngineStoppedError(RuntimeError):
+    """The engine is not running (not started, or stopped)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """Counters since the engine was built."""
+
+    forward_passes: int
+    """Model calls (prefills plus decode steps)."""
+    prefills: int
+    generated_tokens: int
+    max_rows: int
+    """Most rows ever decoded in one forward pass."""
+
+
+class GenerationEngine:
+    """Batched generation for one Hugging Face causal LM (see the module docstring).
+
+    Args:
+        model: A ``transformers`` causal LM (``forward(input_ids, attention_mask, position_ids,
+            past_key_values, use_cache, logits_to_keep)``) with a dynamic KV cache.
+        tokenizer: Its tokenizer (decoding, end-of-sequence ids, padding id).
+        max_batch_size: Most sequences decoded together; 1 serves requests one at a time.
+        batch_window_ms: How long to wait after a request arrives for others to batch with.
+        max_model_len: Context length; default: the model config's ``max_position_embeddings``.
+        eos_token_ids: Ids that end a sequence; default: the tokenizer's EOS plus the
+            generation config's.
+        policy_version: Version reported until the first :meth:`update_weights`.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_batch_size: int = 64,
+        batch_window_ms: float = 2.0,
+        max_model_len: int | None = None,
+        eos_token_ids: Sequence[int] | None = None,
+        policy_version: int = 0,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if batch_window_ms < 0:
+            raise ValueError(f"batch_window_ms must be >= 0, got {batch_window_ms}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.batch_window_s = batch_window_ms / 1000.0
+        self.max_model_len = max_model_len or model_context_length(model)
+        self.eos_token_ids = frozenset(
+            eos_token_ids if eos_token_ids is not None else default_eos_ids(model, tokenizer)
+        )
+        pad = pad_token_id(tokenizer)
+        self._executor = BatchExecutor(
+            model,
+            decode=make_decoder(tokenizer),
+            eos_token_ids=self.eos_token_ids,
+            pad_id=pad if pad is not None else min(self.eos_token_ids, default=0),
+            device=next(model.parameters()).device,
+        )
+        self._cv = threading.Condition()
+        self._pending: deque[tuple[GenerationHandle, EventSink]] = deque()
+        self._pending_rows = 0
+        self._version = policy_version
+        self._busy = False
+        self._swap_waiting = 0
+        self._swapping = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    @property
+    def policy_version(self) -> int:
+        """Version of the weights new requests are generated with."""
+        return self._version
+
+    @property
+    def stats(self) -> EngineStats:
+        """Counters (forward passes, largest batch...)."""
+        ex = self._executor
+        return EngineStats(ex.forward_passes, ex.prefills, ex.generated_tokens, ex.max_rows)
+
+    def start(self) -> None:
+        """Start the worker thread (idempotent)."""
+        with self._cv:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="fulmen-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the worker; running and queued sequences end with ``abort``."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ requests
+
+    def submit(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        sink: EventSink,
+        *,
+        request_id: str | None = None,
+    ) -> GenerationHandle:
+        """Queue a request; its events go to ``sink`` (see :data:`EventSink`).
+
+        Raises:
+            ContextLengthError: ``len(prompt_ids) + params.max_tokens > max_model_len``.
+            ValueError: empty prompt, or ``params.n`` above ``max_batch_size``.
+            EngineStoppedError: the engine is not running.
+        """
+        prompt = tuple(int(t) for t in prompt_ids)
+        if not prompt:
+            raise ValueError("the prompt is empty: nothing to generate from")
+        if len(prompt) + params.max_tokens > self.max_model_len:
+            raise ContextLengthError(
+                prompt_tokens=len(prompt),
+                max_tokens=params.max_tokens,
+                max_model_len=self.max_model_len,
+            )
+        if params.n > self.max_batch_size:
+            raise ValueError(
+                f"n={params.n} exceeds the engine's max_batch_size={self.max_batch_size}"
+            )
+        handle = GenerationHandle(request_id or uuid.uuid4().hex, prompt, params)
+        with self._cv:
+            if not self.running:
+                raise EngineStoppedError("the generation engine is not running; call start()")
+            self._pending.append((handle, sink))
+            self._pending_rows += params.n
+            self._cv.notify_all()
+        return handle
+
+    def generate(
+        self, prompt_ids: Sequence[int], params: SamplingParams, *, timeout: float | None = None
+    ) -> GenerationResult:
+        """Submit and block until every choice finishes (same errors as :meth:`submit`).
+
+        Raises:
+            TimeoutError: not finished within ``timeout`` seconds (the request is cancelled).
+        """
+        collector = OutputCollector(params.n)
+        finished = threading.Event()
+        lock = threading.Lock()
+
+        def sink(event: TokenEvent) -> None:
+            with lock:
+                collector.add(event)
+                if collector.done:
+                    finished.set()
+
+        handle = self.submit(prompt_ids, params, sink)
+        if not finished.wait(timeout):
+            handle.cancel()
+            raise TimeoutError(f"generation did not finish within {timeout} s")
+        with lock:
+            return collector.result(handle.prompt_ids)
+
+    # ------------------------------------------------------------------ weights
+
+    def update_weights(
+        self, update: WeightUpdate, *, version: int | None = None, timeout: float | None = None
+    ) -> int:
+        """Apply new weights between batches and bump the policy version; return the new version.
+
+        Blocks until the running batch finishes (no new request is admitted meanwhile), applies
+        ``update`` on the calling thread under ``torch.no_grad()``, then resumes. Requests
+        submitted meanwhile wait and run with the new weights.
+
+        Args:
+            update: A (partial) state dict, or a function called with the model.
+            version: The new version (must be greater than the current); default current + 1.
+            timeout: Most seconds to wait for the running batch.
+
+        Raises:
+            ValueError: ``version`` not greater than the current version.
+            KeyError: the state dict has keys the model does not know.
+            TimeoutError: the batch did not finish in time (nothing was changed).
+            RuntimeError: called from the engine's own worker thread (an event sink), which
+                would deadlock.
+        """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("update_weights cannot be called from an event sink")
+        new_version = self._version + 1 if version is None else version
+        if new_version <= self._version:
+            raise ValueError(f"version must be greater than {self._version}, got {new_version}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            self._swap_waiting += 1
+            try:
+                while self._busy or self._swapping:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise TimeoutError(f"the running batch did not finish within {timeout} s")
+                    self._cv.wait(left)
+                self._swapping = True
+            finally:
+                self._swap_waiting -= 1
+        try:
+            with torch.no_grad():
+                if callable(update):
+                    update(self.model)
+                else:
+                    result = self.model.load_state_dict(dict(update), strict=False)
+                    if result.unexpected_keys:
+                        raise KeyError(f"unknown parameter names: {result.unexpected_keys[:5]}")
+            with self._cv:
+                self._version = new_version
+        finally:
+            with self._cv:
+                self._swapping = False
+                self._cv.notify_all()
+        return new_version
+
+    # ------------------------------------------------------------------ worker
+
+    def _take(self, free: int) -> list[tuple[GenerationHandle, EventSink]]:
+        taken: list[tuple[GenerationHandle, EventSink]] = []
+        while self._pending and self._pending[0][0].params.n <= free:
+            handle, sink = self._pending.popleft()
+            self._pending_rows -= handle.params.n
+            if handle.cancelled:
+                end_request(handle, sink, "abort", self._version)
+                continue
+            free -= handle.params.n
+            taken.append((handle, sink))
+        return taken
+
+    def _wait_for_work(self, active: int) -> list[tuple[GenerationHandle, EventSink]] | None:
+        """Block until there is something to do; return newcomers (None: stop)."""
+        with self._cv:
+            while True:
+                if self._stopping:
+                    return None
+                admit = not (self._swap_waiting or self._swapping) and bool(self._pending)
+                free = self.max_batch_size - active
+                if active:
+                    waited = time.monotonic() - self._pending[0][0].submitted_at if admit else 0.0
+                    full = self._pending_rows >= free
+                    if admit and free > 0 and (full or waited >= self.batch_window_s):
+                        return self._take(free)
+                    return []
+                if self._busy:
+                    self._busy = False
+                    self._cv.notify_all()
+                if admit:
+                    left = self._pending[0][0].submitted_at + self.batch_window_s - time.monotonic()
+                    if left > 0 and self._pending_rows < free:
+                        self._cv.wait(left)
+                        continue
+                    taken = self._take(free)
+                    if taken:
+                        self._busy = True
+                        return taken
+                    continue
+                self._cv.wait()
+
+    def _run(self) -> None:
+        executor = self._executor
+        with torch.inference_mode():
+            while True:
+                newcomers = self._wait_for_work(executor.active)
+                if newcomers is None:
+                    break
+                try:
+                    if newcomers:
+                        executor.admit(newcomers, self._version)
+                    executor.step()
+                except Exception as exc:  # a model error must not kill the server
+                    _log.exception("generation failed")
+                    executor.end_all("error", error=f"{type(exc).__name__}: {exc}")
+        with self._cv:
+            self._busy = False
+            leftovers = list(self._pending)
+            self._pending.clear()
+            self._cv.notify_all()
+        executor.end_all("abort")
+        for handle, sink in leftovers:
+            end_request(handle, sink, "abort", self._version)

@@ -1,0 +1,1 @@
+"""Built-in tasks used by fulmen's examples and benchmarks."""

@@ -1,0 +1,61 @@
+"""``fulmen eval``: greedy held-out evaluation of a base model or a checkpoint."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from fulmen.config import ConfigError, TrainConfig
+from fulmen.gateway import Gateway
+from fulmen.loading import load_object, load_tasks
+from fulmen.runner import Runner
+from fulmen.store import open_store
+from fulmen_local.model.build import load_model
+from fulmen_local.server import InferenceServer
+from fulmen_local.train.loop import EvalResult, Log, evaluate_tasks, prepare_model
+
+__all__ = ["run_evaluation"]
+
+
+async def run_evaluation(
+    config: TrainConfig, *, checkpoint: Path | None = None, log: Log = print
+) -> EvalResult:
+    """Serve ``checkpoint`` (default: the base model) and evaluate the config's eval split.
+
+    Episodes are recorded in a temporary store (evaluation never touches the run's store).
+    """
+    if not config.data.eval:
+        raise ConfigError("[data] eval is not set; nothing to evaluate")
+    torch.set_num_threads(int(config.backend_options.get("local", {}).get("threads", 2)))
+    if checkpoint is not None and not (checkpoint / "config.json").exists():
+        raise ConfigError(
+            f"--checkpoint {str(checkpoint)!r} is not a model directory (no config.json); use "
+            "a directory under <output_dir>/checkpoints/"
+        )
+    path = checkpoint if checkpoint is not None else prepare_model(config, log)
+    model, tokenizer = load_model(path)
+    model.eval()
+    tasks = load_tasks(config.data.eval, split="eval", base_dir=config.base_dir)
+    if config.train.eval_size is not None:
+        tasks = tasks[: config.train.eval_size]
+    agent = load_object(config.agent.entry, base_dir=config.base_dir)
+    reward_fn = (
+        load_object(config.agent.reward, base_dir=config.base_dir) if config.agent.reward else None
+    )
+    with tempfile.TemporaryDirectory(prefix="fulmen-eval-") as tmp:
+        store = open_store(Path(tmp) / "eval.db")
+        server = InferenceServer(model, tokenizer, model_name=config.model.name)
+        server.start_in_thread()
+        gateway = Gateway(store, server.url)
+        gateway.start_in_thread()
+        try:
+            runner = Runner(
+                gateway, concurrency=config.agent.concurrency, timeout_s=config.agent.timeout_s,
+                max_attempts=config.agent.max_attempts, reward_fn=reward_fn,
+            )
+            return await evaluate_tasks(runner, agent, tasks, seed=config.run.seed)
+        finally:
+            gateway.stop_thread()
+            server.stop()
+            store.close()

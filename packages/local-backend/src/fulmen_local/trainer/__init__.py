@@ -1,0 +1,1 @@
+"""Training: the GRPO loss and updater."""

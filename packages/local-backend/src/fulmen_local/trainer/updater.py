@@ -1,0 +1,200 @@
+"""GRPO optimizer step: micro-batched loss, AdamW, gradient clipping, metrics.
+
+:class:`GRPOUpdater` owns the policy model's optimizer (and an optional frozen reference model for
+the KL penalty). One :meth:`GRPOUpdater.update` call trains on one batch of rows: the rows are
+split into ``num_minibatches`` optimizer steps (1 = fully on-policy), each accumulated over
+micro-batches of at most ``micro_batch_tokens`` padded tokens. ``state_dict`` /
+``load_state_dict`` cover model, optimizer and step count, for checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from fulmen.rows import TrainingRow
+
+from fulmen_local.trainer.grpo_loss import collate_rows, grpo_loss, token_logprobs
+
+__all__ = ["GRPOConfig", "GRPOUpdater", "pack_micro_batches"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GRPOConfig:
+    """Optimisation settings of :class:`GRPOUpdater`."""
+
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    kl_coef: float = 0.0
+    """Weight of the k3 KL to the reference model (0: no reference forward at all)."""
+    max_grad_norm: float = 1.0
+    micro_batch_tokens: int = 8192
+    """Upper bound on ``rows x padded width`` of one forward/backward pass."""
+    num_minibatches: int = 1
+    """Optimizer steps per :meth:`GRPOUpdater.update` (rows split evenly, in order)."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.max_grad_norm <= 0:
+            raise ValueError("GRPOConfig: lr and max_grad_norm must be > 0")
+        if self.micro_batch_tokens < 1 or self.num_minibatches < 1:
+            raise ValueError("GRPOConfig: micro_batch_tokens and num_minibatches must be >= 1")
+        if self.kl_coef < 0:
+            raise ValueError(f"GRPOConfig.kl_coef must be >= 0, got {self.kl_coef}")
+
+
+def pack_micro_batches(rows: Sequence[TrainingRow], max_tokens: int) -> list[list[TrainingRow]]:
+    """Group rows (sorted by length, to limit padding) so that ``len(group) * longest <=
+    max_tokens``; a row longer than ``max_tokens`` gets a group of its own."""
+    ordered = sorted(rows, key=lambda r: len(r.prompt_ids) + len(r.response_ids))
+    groups: list[list[TrainingRow]] = []
+    current: list[TrainingRow] = []
+    for row in ordered:
+        width = len(row.prompt_ids) + len(row.response_ids)
+        if current and (len(current) + 1) * width > max_tokens:
+            groups.append(current)
+            current = []
+        current.append(row)
+    if current:
+        groups.append(current)
+    return groups
+
+
+class GRPOUpdater:
+    """Trains ``model`` in place with the GRPO loss.
+
+    Args:
+        model: the policy (a causal LM returning ``.logits``); its parameters are optimised.
+        config: optimisation settings.
+        pad_token_id: id used to pad rows.
+        reference: frozen reference model for the KL penalty (required when
+            ``config.kl_coef > 0``); it is never updated.
+        max_length: longest row accepted (defaults to the model's ``max_position_embeddings``).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: GRPOConfig,
+        *,
+        pad_token_id: int,
+        reference: torch.nn.Module | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        if config.kl_coef > 0 and reference is None:
+            raise ValueError("GRPOUpdater: kl_coef > 0 needs a reference model")
+        self.model = model
+        self.config = config
+        self.pad_token_id = pad_token_id
+        self.reference = reference
+        if reference is not None:
+            reference.eval().requires_grad_(False)
+        model_config = getattr(model, "config", None)
+        self.max_length = max_length or getattr(model_config, "max_position_embeddings", None)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
+        )
+        self.step = 0
+
+    def update(self, rows: Sequence[TrainingRow]) -> dict[str, float]:
+        """Train on ``rows`` (one or more optimizer steps) and return metrics.
+
+        Rows with no trained token are ignored. Metrics are token-weighted means over the trained
+        tokens (``pg_loss``, ``kl``, ``entropy``, ``ratio_mean``, ``clip_fraction``,
+        ``approx_kl_old``), ``ratio_max``, ``grad_norm`` (mean over optimizer steps, before
+        clipping), ``loss``, ``num_tokens``, ``num_rows``, ``optimizer_steps`` and ``lr``.
+
+        Raises:
+            ValueError: no row has a trained token, or a row is longer than ``max_length``.
+        """
+        trainable = [r for r in rows if r.num_trained_tokens > 0]
+        if not trainable:
+            raise ValueError("GRPOUpdater.update: no row has a trained token (response_mask)")
+        n_mini = min(self.config.num_minibatches, len(trainable))
+        size = math.ceil(len(trainable) / n_mini)
+        minibatches = [trainable[i : i + size] for i in range(0, len(trainable), size)]
+        was_training = self.model.training
+        self.model.train()
+        sums: dict[str, float] = {}
+        ratio_max = 0.0
+        grad_norms: list[float] = []
+        loss_total = 0.0
+        tokens_total = 0
+        try:
+            for minibatch in minibatches:
+                denominator = sum(r.num_trained_tokens for r in minibatch)
+                self.optimizer.zero_grad(set_to_none=True)
+                for group in pack_micro_batches(minibatch, self.config.micro_batch_tokens):
+                    batch = collate_rows(
+                        group, pad_token_id=self.pad_token_id, max_length=self.max_length
+                    )
+                    if batch.num_tokens == 0:
+                        continue
+                    ref: torch.Tensor | None = None
+                    if self.reference is not None and self.config.kl_coef > 0:
+                        with torch.no_grad():
+                            ref, _ = token_logprobs(self.reference, batch)
+                    out = grpo_loss(
+                        self.model,
+                        batch,
+                        clip_low=self.config.clip_low,
+                        clip_high=self.config.clip_high,
+                        kl_coef=self.config.kl_coef,
+                        ref_logprobs=ref,
+                        denominator=denominator,
+                    )
+                    out.loss.backward()
+                    loss_total += float(out.loss.detach())
+                    tokens_total += out.num_tokens
+                    for key, value in out.metrics.items():
+                        if key == "ratio_max":
+                            ratio_max = max(ratio_max, value)
+                        else:
+                            sums[key] = sums.get(key, 0.0) + value * out.num_tokens
+                norm = torch.nn.utils.clip_grad_norm_(
+                    self.model.parameters(), self.config.max_grad_norm
+                )
+                grad_norms.append(float(norm))
+                self.optimizer.step()
+                self.step += 1
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.model.train(was_training)
+        metrics = {key: value / max(tokens_total, 1) for key, value in sums.items()}
+        metrics.update(
+            ratio_max=ratio_max,
+            grad_norm=sum(grad_norms) / len(grad_norms),
+            loss=loss_total / len(minibatches),
+            num_tokens=float(tokens_total),
+            num_rows=float(len(trainable)),
+            optimizer_steps=float(len(minibatches)),
+            lr=float(self.optimizer.param_groups[0]["lr"]),
+        )
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model weights, optimizer state, step count and config (for checkpoints)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "config": asdict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (the config is not changed).
+
+        Raises:
+            KeyError: ``state`` lacks ``model``, ``optimizer`` or ``step``.
+        """
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
