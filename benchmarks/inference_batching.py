@@ -6,11 +6,12 @@ OpenAI chat API: one with ``max_batch_size=64`` (continuous batching), one with
 ``max_batch_size=1`` (requests served one at a time). The load generator (this process) runs
 ``c`` concurrent workers for c in 1/8/32; each sends chat requests one after another (fixed
 ``max_tokens``, ``ignore_eos`` so every request generates the same number of tokens, sampling
-with a per-request seed, logprobs and token ids requested as the gateway does). Both servers are
-measured in the same run, alternating round by round (``--rounds``, the order flipping every
-round) so that a change in machine load hits both, and the ratio is printed. Only one server is loaded at a time; the idle one
-sleeps on a condition variable. Besides wall-clock tokens/s the script reports tokens per CPU
-second of the server process, which is less sensitive to other processes sharing the machine.
+with a per-request seed, logprobs and token ids requested as the gateway does). Both servers
+are measured in the same run, alternating round by round (``--rounds``, the order flipping each
+round) so that a change in machine load hits both, and the ratio is printed. Only one server is
+loaded at a time; the idle one sleeps on a condition variable. Besides wall-clock tokens/s the
+script reports tokens per CPU second of the server process, which is less sensitive to other
+processes sharing the machine.
 
 Threads: each server uses ``--threads`` torch threads (default 1). The model's matrices are tiny,
 so a second intra-op thread buys little, and on a 2-core machine shared with the HTTP loop, the
