@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from openai import OpenAI
-
 from fulmen import EpisodeContext, Task
 from fulmen_local.tasks.calculator import (
     CALCULATOR_TOOL,
@@ -21,6 +19,7 @@ from fulmen_local.tasks.calculator import (
     check_answer,
     make_splits,
 )
+from openai import OpenAI
 
 MAX_TURNS = 3
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fulmen.config import ConfigError, parse_config
 from fulmen.store import open_store
 from fulmen_local.train.checkpoint import latest_checkpoint
@@ -137,7 +136,7 @@ def test_kill_mid_run_then_resume_continues(tmp_path: Path, base_model: Path, re
     proc.wait(30)
     killed_at = latest_checkpoint(ckpts)
     assert killed_at is not None and killed_at.step < 4, "the run finished before it was killed"
-    done = subprocess.run(cmd + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*cmd, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"resumed from {killed_at.path}" in done.stderr
     train = [r for r in _rows(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]

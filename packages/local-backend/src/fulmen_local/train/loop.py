@@ -186,7 +186,7 @@ async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
             clip_high=t.clip_eps, kl_coef=t.kl_coef, max_grad_norm=t.grad_clip,
             micro_batch_tokens=int(local.get("micro_batch_tokens", 16384)),
         ),
-        pad_token_id=int(tokenizer.pad_token_id or 0),
+        pad_token_id=_pad_id(tokenizer),
         reference=reference,
     )
     sampler = TaskSampler(train_tasks, seed=config.run.seed)
@@ -275,6 +275,11 @@ async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
     wall = time.perf_counter() - started
     log(f"curve: {png}")
     return TrainResult(before=before, after=after, steps=t.steps, wall_s=wall, output_dir=out)
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return pad if isinstance(pad, int) else 0
 
 
 def _eval_row(result: EvalResult) -> dict[str, Any]:
