@@ -63,7 +63,10 @@ def run_episodes(args: argparse.Namespace) -> int:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("episode", "task", "try", "status", "reason", "calls", "reward", "group")
+        table = Table()
+        table.add_column("episode", no_wrap=True)  # ids must stay copy-pasteable
+        for name in ("task", "try", "status", "reason", "calls", "reward", "group"):
+            table.add_column(name, overflow="fold")
         for episode in episodes:
             rewards: list[Reward] = store.rewards(episode.id)
             outcome = [r.value for r in rewards if r.name is None and r.step is None]
