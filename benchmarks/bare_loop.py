@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--problems", type=int, default=16)
     parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--n-eval", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)

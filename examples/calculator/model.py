@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fulmen_local.model.warmstart import warm_start
 
-WARM_START = {"seed": 0, "steps": 300, "bad_fraction": 0.65, "batch_size": 32, "lr": 3e-3}
+WARM_START = {"seed": 0, "steps": 700, "bad_fraction": 0.65, "batch_size": 8, "lr": 1e-3}
 """Warm-start settings (see :func:`fulmen_local.model.warmstart.warm_start`)."""
 
 

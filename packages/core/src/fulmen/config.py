@@ -23,7 +23,7 @@ Example (``examples/calculator/train.toml`` is a complete one)::
     steps = 20
     tasks_per_step = 16
     group_size = 8
-    learning_rate = 1e-3
+    learning_rate = 1e-4
 
     [credit]
     assigner = "grpo"
@@ -119,8 +119,8 @@ class TrainingConfig:
     """Distinct tasks per step."""
     group_size: int = 8
     """Episodes per task per step (the GRPO group)."""
-    learning_rate: float = 1e-3
-    """AdamW learning rate."""
+    learning_rate: float = 1e-4
+    """AdamW learning rate (Adam's first steps move every weight by about this much)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     clip_eps: float = 0.2

@@ -7,16 +7,21 @@ conversations look::
     system, user "What is 37*48?" -> assistant <tool_call>...</tool_call> -> tool "1776"
     -> assistant "The answer is 1776."
 
-A fraction ``bad_fraction`` of the demonstrations skip the tool and state a wrong guess of the
-same size as the answer. The resulting model calls the tool only part of the time: greedy
-decoding mostly guesses (low held-out success) while sampling succeeds often enough for GRPO to
-learn to use the tool. Loss is on assistant tokens only (the template's ``{% generation %}``
-blocks, end tokens included).
+Bad demonstrations skip the tool and state a wrong guess with as many digits as the answer. They
+appear only in the last ``guess_phase`` of the steps, at ``bad_fraction``: the resulting model
+calls the tool only part of the time, so greedy decoding mostly guesses (held-out success near 0)
+while sampling succeeds often enough (10-40%) for GRPO to learn to use the tool.
+
+Loss is on assistant tokens only (the template's ``{% generation %}`` blocks, end tokens
+included); the characters the assistant copies from its context (the expression into the tool
+call, the tool's result into the answer) weigh ``copy_weight``. Measured on 2 CPU threads:
+without the weight the 0.65 M model learns the boilerplate and stalls before it learns to copy
+(0% after 600 steps); with weight 10, batch 8 and lr 1e-3 it copies reliably after ~450 steps.
 
 Reproducible: a fixed seed and thread count give the same weights. ``time_budget_s`` stops early
 (and then depends on machine speed); ``steps`` alone is deterministic.
 
-CLI: ``python -m fulmen_local.model.warmstart OUT_DIR [--steps N] [--bad-fraction F] ...``
+CLI: ``python -m fulmen_local.model.warmstart OUT_DIR [--steps N] [--bad-fraction F] [--eval]``
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +49,18 @@ from fulmen_local.tasks.calculator import (
     make_splits,
 )
 
-__all__ = ["Demo", "make_demos", "render_demo", "warm_start"]
+__all__ = ["Demo", "main", "make_demos", "render_demo", "warm_start"]
 
-Demo = tuple[list[int], list[int]]
-"""``(input_ids, loss_mask)`` of one rendered demonstration."""
+@dataclass(frozen=True, slots=True)
+class Demo:
+    """One rendered demonstration."""
+
+    input_ids: list[int]
+    weights: list[float]
+    """Loss weight of each token: 0 outside assistant turns, 1 on assistant tokens,
+    ``copy_weight`` on the characters the assistant copies from its context (the expression in
+    the tool call and the number in the final answer of a good demonstration)."""
+    uses_tool: bool
 
 
 def _wrong_guess(answer: int, rng: random.Random) -> int:
@@ -58,34 +72,57 @@ def _wrong_guess(answer: int, rng: random.Random) -> int:
             return guess
 
 
+def _find_last(ids: list[int], pattern: list[int], before: int) -> int:
+    for start in range(min(before, len(ids)) - len(pattern), -1, -1):
+        if ids[start : start + len(pattern)] == pattern:
+            return start
+    raise ValueError("copied text not found in the rendered demonstration")
+
+
 def render_demo(
-    tokenizer: PreTrainedTokenizerBase, problem: Problem, *, guess: int | None = None
+    tokenizer: PreTrainedTokenizerBase,
+    problem: Problem,
+    *,
+    guess: int | None = None,
+    copy_weight: float = 1.0,
 ) -> Demo:
-    """Render one demonstration through the chat template.
+    """Render one demonstration through the chat template, as the agent's conversation.
 
     Args:
         problem: the problem demonstrated.
         guess: None for the good demonstration (tool call, tool result, answer); otherwise the
-            number the assistant states directly without calling the tool.
-
-    Returns:
-        ``(input_ids, loss_mask)``; the mask is 1 on assistant-generated tokens.
+            number the assistant states directly, without calling the tool.
+        copy_weight: loss weight of the copied characters of a good demonstration (see
+            :class:`Demo`); 1 weighs every assistant token the same.
     """
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": problem["question"]},
     ]
+    answer = str(problem["answer"])
     if guess is None:
         arguments = json.dumps({"expression": problem["expression"]})
         call = {"id": "call_0", "type": "function", "function": {"name": "calculator", "arguments": arguments}}
         messages += [
             {"role": "assistant", "content": None, "tool_calls": [call]},
-            {"role": "tool", "tool_call_id": "call_0", "content": str(problem["answer"])},
-            {"role": "assistant", "content": f"The answer is {problem['answer']}."},
+            {"role": "tool", "tool_call_id": "call_0", "content": answer},
+            {"role": "assistant", "content": f"The answer is {answer}."},
         ]
     else:
         messages.append({"role": "assistant", "content": f"The answer is {guess}."})
-    return encode_chat_with_mask(tokenizer, messages, tools=[CALCULATOR_TOOL])
+    ids, mask = encode_chat_with_mask(tokenizer, messages, tools=[CALCULATOR_TOOL])
+    weights = [float(m) for m in mask]
+    if guess is None and copy_weight != 1.0:
+        # The copied characters and the one that ends them (closing quote, final period).
+        end = len(ids)
+        for text in (answer + ".", problem["expression"] + '"'):
+            pattern = tokenizer.encode(text, add_special_tokens=False)
+            start = _find_last(ids, pattern, end)
+            for k in range(start, start + len(pattern)):
+                if mask[k]:
+                    weights[k] = copy_weight
+            end = start
+    return Demo(input_ids=ids, weights=weights, uses_tool=guess is None)
 
 
 def make_demos(
@@ -95,6 +132,7 @@ def make_demos(
     seed: int,
     bad_fraction: float,
     exclude: set[str],
+    copy_weight: float = 1.0,
 ) -> list[Demo]:
     """Render ``count`` demonstrations of fresh problems (none in ``exclude``).
 
@@ -108,34 +146,52 @@ def make_demos(
     flags = [True] * n_bad + [False] * (count - n_bad)
     rng.shuffle(flags)
     return [
-        render_demo(tokenizer, p, guess=_wrong_guess(p["answer"], rng) if bad else None)
+        render_demo(
+            tokenizer,
+            p,
+            guess=_wrong_guess(p["answer"], rng) if bad else None,
+            copy_weight=copy_weight,
+        )
         for p, bad in zip(problems, flags, strict=True)
     ]
 
 
 def _collate(demos: list[Demo], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    width = max(len(ids) for ids, _ in demos)
+    width = max(len(d.input_ids) for d in demos)
     input_ids = torch.full((len(demos), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(demos), width), dtype=torch.long)
-    labels = torch.full((len(demos), width), -100, dtype=torch.long)
-    for i, (ids, mask) in enumerate(demos):
-        n = len(ids)
-        row = torch.tensor(ids, dtype=torch.long)
-        input_ids[i, :n] = row
+    weights = torch.zeros((len(demos), width), dtype=torch.float32)
+    for i, demo in enumerate(demos):
+        n = len(demo.input_ids)
+        input_ids[i, :n] = torch.tensor(demo.input_ids, dtype=torch.long)
         attention[i, :n] = 1
-        labels[i, :n] = torch.where(torch.tensor(mask, dtype=torch.bool), row, -100)
-    return input_ids, attention, labels
+        weights[i, :n] = torch.tensor(demo.weights, dtype=torch.float32)
+    return input_ids, attention, weights
+
+
+def _weighted_loss(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1, :].float()
+    targets = input_ids[:, 1:]
+    ce = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    ).view_as(targets)
+    w = weights[:, 1:]
+    return (ce * w).sum() / w.sum().clamp(min=1e-6)
 
 
 def warm_start(
     out_dir: str | Path,
     *,
     seed: int = 0,
-    steps: int = 300,
+    steps: int = 700,
     time_budget_s: float | None = None,
     bad_fraction: float = 0.65,
-    batch_size: int = 32,
-    lr: float = 3e-3,
+    guess_phase: float = 0.25,
+    copy_weight: float = 10.0,
+    batch_size: int = 8,
+    lr: float = 1e-3,
     num_demos: int = 6000,
     preset: PresetName = "tiny",
     split_seed: int = 0,
@@ -145,45 +201,64 @@ def warm_start(
 ) -> Path:
     """Train a fresh tiny model on demonstrations and save it (model + tokenizer) to ``out_dir``.
 
+    Curriculum: the first ``1 - guess_phase`` of the steps see good demonstrations only (the
+    model learns the format and to copy the expression and the tool's result); the last
+    ``guess_phase`` see a mix in which ``bad_fraction`` guess without the tool, which sets how
+    often the finished model calls the tool. Copied characters weigh ``copy_weight`` in the
+    loss (without this the tiny model learns the boilerplate and stalls before it learns to
+    copy). AdamW, linear warm-up over 5% of the steps, cosine decay to 10% of ``lr``.
+
     Demonstrations never use an expression of the held-out split ``make_splits(seed=split_seed,
-    n_eval=n_eval)``. AdamW with linear warm-up (5% of steps) and cosine decay to 10% of
-    ``lr``. A ``warmstart.json`` next to the weights records the settings, losses and time.
+    n_eval=n_eval)``. A ``warmstart.json`` next to the weights records settings, loss and time.
 
     Args:
         out_dir: output directory (created).
         seed: seeds model init, demonstrations and batch order.
         steps: optimizer steps (the schedule is planned over them).
-        time_budget_s: stop earlier once this much training time has passed (not reproducible
-            across machines; None to always run ``steps``).
-        bad_fraction: fraction of demonstrations that guess instead of calling the tool.
+        time_budget_s: stop once this much training time has passed (then the result depends
+            on machine speed; None always runs ``steps``).
+        bad_fraction: fraction of guessing demonstrations in the final phase.
+        guess_phase: fraction of the steps (at the end) that include guessing demonstrations.
+        copy_weight: loss weight of copied characters (1 for a plain assistant-token mean).
         batch_size: demonstrations per step.
         lr: peak learning rate.
-        num_demos: size of the demonstration pool (each a distinct problem).
+        num_demos: demonstrations rendered (two thirds for the first phase), each a distinct
+            problem.
         preset: model preset (see :mod:`fulmen_local.model.build`).
-        split_seed, n_eval: the held-out split to keep out of the demonstrations.
+        split_seed, n_eval: the held-out split kept out of the demonstrations.
         threads: torch CPU threads.
         log: progress printer (None for silence).
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: a setting out of range.
     """
-    if steps < 1 or batch_size < 1 or num_demos < batch_size:
+    if steps < 1 or batch_size < 1 or num_demos < 2 * batch_size:
         raise ValueError(
-            f"need steps >= 1 and num_demos >= batch_size >= 1; got steps={steps}, "
+            f"need steps >= 1 and num_demos >= 2 * batch_size >= 2; got steps={steps}, "
             f"batch_size={batch_size}, num_demos={num_demos}"
+        )
+    if not 0.0 <= guess_phase <= 1.0 or copy_weight <= 0 or lr <= 0:
+        raise ValueError(
+            f"need 0 <= guess_phase <= 1, copy_weight > 0 and lr > 0; got {guess_phase}, "
+            f"{copy_weight}, {lr}"
         )
     started = time.perf_counter()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     _, held_out = make_splits(seed=split_seed, n_eval=n_eval)
-    demos = make_demos(
-        tokenizer,
-        count=num_demos,
-        seed=seed,
-        bad_fraction=bad_fraction,
-        exclude={p["expression"] for p in held_out},
-    )
+    exclude = {p["expression"] for p in held_out}
+    n_first = num_demos * 2 // 3
+    pools = [
+        make_demos(tokenizer, count=n_first, seed=seed, bad_fraction=0.0, exclude=exclude,
+                   copy_weight=copy_weight),
+        make_demos(tokenizer, count=num_demos - n_first, seed=seed + 1, bad_fraction=bad_fraction,
+                   exclude=exclude, copy_weight=copy_weight),
+    ]
+    switch = round(steps * (1.0 - guess_phase))
     model = build_tiny_model(tokenizer, seed=seed, preset=preset)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -199,19 +274,20 @@ def warm_start(
     pad_id = tokenizer.pad_token_id
     assert isinstance(pad_id, int)
     rng = random.Random(seed + 1)
-    order: list[int] = []
+    orders: list[list[int]] = [[], []]
     losses: list[float] = []
     train_started = time.perf_counter()
     step = 0
     for step in range(steps):
+        phase = 0 if step < switch else 1
+        pool, order = pools[phase], orders[phase]
         if len(order) < batch_size:
-            fresh = list(range(len(demos)))
+            fresh = list(range(len(pool)))
             rng.shuffle(fresh)
             order += fresh
-        batch = [demos[i] for i in order[:batch_size]]
+        batch = [pool[i] for i in order[:batch_size]]
         del order[:batch_size]
-        input_ids, attention, labels = _collate(batch, pad_id)
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        loss = _weighted_loss(model, *_collate(batch, pad_id))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -219,7 +295,7 @@ def warm_start(
         scheduler.step()
         losses.append(loss.item())
         elapsed = time.perf_counter() - train_started
-        if log is not None and (step % 25 == 0 or step == steps - 1):
+        if log is not None and (step % 50 == 0 or step == steps - 1):
             log(f"warm start step {step:4d}  loss {losses[-1]:.4f}  {elapsed:6.1f}s")
         if time_budget_s is not None and elapsed >= time_budget_s:
             break
@@ -230,12 +306,14 @@ def warm_start(
         "steps_run": step + 1,
         "steps_planned": steps,
         "bad_fraction": bad_fraction,
+        "guess_phase": guess_phase,
+        "copy_weight": copy_weight,
         "batch_size": batch_size,
         "lr": lr,
         "num_demos": num_demos,
         "preset": preset,
         "parameters": count_parameters(model),
-        "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+        "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
         "train_seconds": round(time.perf_counter() - train_started, 2),
         "total_seconds": round(time.perf_counter() - started, 2),
     }
@@ -253,11 +331,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("out_dir", type=Path, help="directory to write the model into")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=700)
     parser.add_argument("--time-budget", type=float, default=None, help="seconds (optional)")
     parser.add_argument("--bad-fraction", type=float, default=0.65)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--guess-phase", type=float, default=0.25)
+    parser.add_argument("--copy-weight", type=float, default=10.0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--num-demos", type=int, default=6000)
     parser.add_argument("--preset", choices=["test", "tiny", "small"], default="tiny")
     parser.add_argument("--eval", action="store_true", help="report held-out success at the end")
@@ -268,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
         steps=args.steps,
         time_budget_s=args.time_budget,
         bad_fraction=args.bad_fraction,
+        guess_phase=args.guess_phase,
+        copy_weight=args.copy_weight,
         batch_size=args.batch_size,
         lr=args.lr,
         num_demos=args.num_demos,

@@ -71,10 +71,9 @@ def _apply_response(episode: EpisodeResult, text: str, call_index: int) -> bool:
     """Append the assistant turn (and tool results); return True when the episode continues."""
     try:
         content, calls = parse_tool_calls(text)
-    except ToolCallParseError as exc:
-        episode.error = str(exc)
-        episode.final_text = text
-        return False
+    except ToolCallParseError:
+        # Like vLLM's Hermes parser (and fulmen's server): a malformed call is plain content.
+        content, calls = text.strip(), []
     if not calls:
         episode.messages.append({"role": "assistant", "content": content})
         episode.final_text = content
@@ -116,8 +115,9 @@ def run_episodes(
     """Run one episode per problem (repeat a problem in ``problems`` to sample it several times).
 
     Reward is 1.0 when the final answer's last number equals the problem's answer, else 0.0. An
-    episode whose model still calls tools after ``max_turns`` calls, stops at the token limit or
-    writes a malformed tool call gets 0.
+    episode whose model still calls tools after ``max_turns`` calls or stops at the token limit
+    gets 0. A malformed tool call is treated as the final answer's text, as an OpenAI-compatible
+    server with a Hermes parser returns it.
     """
     eos = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
     pad = tokenizer.pad_token_id
