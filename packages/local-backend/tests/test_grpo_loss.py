@@ -109,7 +109,8 @@ def test_gradient_step_moves_logprob_with_advantage_sign(advantage: float) -> No
     model = _model()
     rows = _on_policy(model, [_row("What is 37*48?", "The answer is 1776.", advantage=advantage)])
     batch = collate_rows(rows, pad_token_id=0)
-    before = float((token_logprobs(model, batch)[0] * batch.response_mask).sum())
+    with torch.no_grad():
+        before = float((token_logprobs(model, batch)[0] * batch.response_mask).sum())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     grpo_loss(model, batch).loss.backward()
     optimizer.step()

@@ -45,7 +45,7 @@ def test_bad_demo_guesses_wrong_without_tool() -> None:
             text = TOK.decode(d.input_ids)
             question = text.split("What is ")[1].split("?")[0]
             stated = int(text.rsplit("The answer is ", 1)[1].split(".")[0])
-            assert stated != eval(question)  # noqa: S307 - test oracle on generated arithmetic
+            assert stated != eval(question)
     with pytest.raises(ValueError, match="bad_fraction"):
         make_demos(TOK, count=4, seed=0, bad_fraction=1.5, exclude=set())
 
