@@ -114,6 +114,15 @@ def test_training_steps_update_weights_and_write_metrics(
         assert 0 in versions
     finally:
         store.close()
+    # `fulmen eval --checkpoint` of the final checkpoint reproduces the run's last greedy eval
+    import asyncio
+
+    from fulmen_local.train.evaluate import run_evaluation
+
+    again = asyncio.run(run_evaluation(config, checkpoint=checkpoint.path, log=messages.append))
+    assert (again.episodes, again.success_rate) == (
+        result.after.episodes, result.after.success_rate
+    )
     # a fresh run into the same directory is refused with the fix
     with pytest.raises(ConfigError, match="--resume"):
         run_training(config, log=messages.append)

@@ -8,12 +8,18 @@ from pathlib import Path
 import torch
 from fulmen.config import ConfigError, TrainConfig
 from fulmen.gateway import Gateway
-from fulmen.loading import load_object, load_tasks
-from fulmen.runner import Runner
+from fulmen.loading import load_object
 from fulmen.store import open_store
 from fulmen_local.model.build import load_model
 from fulmen_local.server import InferenceServer
-from fulmen_local.train.loop import EvalResult, Log, evaluate_tasks, prepare_model
+from fulmen_local.train.loop import (
+    EvalResult,
+    Log,
+    evaluate_tasks,
+    load_eval_tasks,
+    make_runner,
+    prepare_model,
+)
 
 __all__ = ["run_evaluation"]
 
@@ -36,13 +42,8 @@ async def run_evaluation(
     path = checkpoint if checkpoint is not None else prepare_model(config, log)
     model, tokenizer = load_model(path)
     model.eval()
-    tasks = load_tasks(config.data.eval, split="eval", base_dir=config.base_dir)
-    if config.train.eval_size is not None:
-        tasks = tasks[: config.train.eval_size]
+    tasks = load_eval_tasks(config)
     agent = load_object(config.agent.entry, base_dir=config.base_dir)
-    reward_fn = (
-        load_object(config.agent.reward, base_dir=config.base_dir) if config.agent.reward else None
-    )
     with tempfile.TemporaryDirectory(prefix="fulmen-eval-") as tmp:
         store = open_store(Path(tmp) / "eval.db")
         server = InferenceServer(model, tokenizer, model_name=config.model.name)
@@ -50,10 +51,7 @@ async def run_evaluation(
         gateway = Gateway(store, server.url)
         gateway.start_in_thread()
         try:
-            runner = Runner(
-                gateway, concurrency=config.agent.concurrency, timeout_s=config.agent.timeout_s,
-                max_attempts=config.agent.max_attempts, reward_fn=reward_fn,
-            )
+            runner = make_runner(config, gateway)
             return await evaluate_tasks(runner, agent, tasks, seed=config.run.seed)
         finally:
             gateway.stop_thread()

@@ -43,7 +43,15 @@ from fulmen_local.train.metrics import MetricsWriter, plot_curves
 from fulmen_local.train.sampler import TaskSampler
 from fulmen_local.trainer.updater import GRPOConfig, GRPOUpdater
 
-__all__ = ["EvalResult", "TrainResult", "evaluate_tasks", "prepare_model", "run_training"]
+__all__ = [
+    "EvalResult",
+    "TrainResult",
+    "evaluate_tasks",
+    "load_eval_tasks",
+    "make_runner",
+    "prepare_model",
+    "run_training",
+]
 
 Log = Callable[[str], None]
 
@@ -85,6 +93,27 @@ def prepare_model(config: TrainConfig, log: Log) -> Path:
     load_object(config.model.build, base_dir=config.base_dir)(path)
     log(f"base model built in {time.perf_counter() - started:.0f} s")
     return path
+
+
+def load_eval_tasks(config: TrainConfig) -> list[Task]:
+    """The config's eval split, cut to ``[train] eval_size`` (empty when there is none)."""
+    if not config.data.eval:
+        return []
+    tasks = load_tasks(config.data.eval, split="eval", base_dir=config.base_dir)
+    size = config.train.eval_size
+    return tasks if size is None else tasks[:size]
+
+
+def make_runner(config: TrainConfig, control: Gateway) -> Runner:
+    """A runner with the config's ``[agent]`` limits and reward function."""
+    reward = config.agent.reward
+    return Runner(
+        control,
+        concurrency=config.agent.concurrency,
+        timeout_s=config.agent.timeout_s,
+        max_attempts=config.agent.max_attempts,
+        reward_fn=load_object(reward, base_dir=config.base_dir) if reward else None,
+    )
 
 
 def _outcome(result: EpisodeResult) -> float:
@@ -166,16 +195,8 @@ async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
     model, tokenizer = load_model(checkpoint.path if checkpoint else base)
     serving = copy.deepcopy(model).eval()
     train_tasks = load_tasks(config.data.train, split="train", base_dir=config.base_dir)
-    eval_tasks = (
-        load_tasks(config.data.eval, split="eval", base_dir=config.base_dir)
-        if config.data.eval else []
-    )
-    if config.train.eval_size is not None:
-        eval_tasks = eval_tasks[: config.train.eval_size]
+    eval_tasks = load_eval_tasks(config)
     agent = load_object(config.agent.entry, base_dir=config.base_dir)
-    reward_fn = (
-        load_object(config.agent.reward, base_dir=config.base_dir) if config.agent.reward else None
-    )
     assigner = assigner_from_config(config.credit.assigner, config.credit.options)
     t = config.train
     reference = copy.deepcopy(model).eval() if t.kl_coef > 0 else None
@@ -209,10 +230,7 @@ async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
     server.start_in_thread()
     gateway = Gateway(store, server.url)
     gateway.start_in_thread()
-    runner = Runner(
-        gateway, concurrency=config.agent.concurrency, timeout_s=config.agent.timeout_s,
-        max_attempts=config.agent.max_attempts, reward_fn=reward_fn,
-    )
+    runner = make_runner(config, gateway)
     metrics = MetricsWriter(out)
     before: EvalResult | None = None
     after: EvalResult | None = None
