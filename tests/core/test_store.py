@@ -330,7 +330,8 @@ def test_future_schema_and_foreign_files_are_refused(tmp_path: Path) -> None:
         )
     db.close()
     with pytest.raises(
-        StoreError, match=r"written by a newer fulmen \(store schema 2\).*upgrade fulmen"
+        StoreError,
+        match=rf"written by a newer fulmen \(store schema {STORE_SCHEMA_VERSION + 1}\).*upgrade",
     ):
         SQLiteStore(path)
 

@@ -16,11 +16,14 @@ from fulmen.context import (
     NoEpisodeError,
     RewardError,
     current_episode,
+    current_step,
     episode_scope,
     reward,
+    step_scope,
 )
 from fulmen.protocol import (
     SCHEMA_VERSION,
+    Annotation,
     Episode,
     EpisodeRecord,
     EpisodeStatus,
@@ -41,6 +44,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Annotation",
     "Episode",
     "EpisodeContext",
     "EpisodeRecord",
@@ -60,9 +64,11 @@ __all__ = [
     "TrainingRow",
     "Transition",
     "current_episode",
+    "current_step",
     "episode_scope",
     "open_store",
     "reward",
+    "step_scope",
 ]
 
 _LAZY = {

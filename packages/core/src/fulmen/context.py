@@ -21,6 +21,12 @@ How the current episode is found, in order:
 Anything else is an error that says which of these to use (:class:`NoEpisodeError`).
 In-process, a reward goes straight to the gateway's store; otherwise it is POSTed to
 ``{episode_url}/rewards`` (with a timeout).
+
+``step="current"`` rewards the LLM call the code runs under: the call a framework adapter
+marked with :func:`step_scope` (e.g. around the tool that call asked for), else the episode's
+latest call an adapter has annotated in this process. Adapters send their structure with
+:meth:`EpisodeContext.annotate` (in-process straight to the store, else POSTed to
+``{episode_url}/annotations``).
 """
 
 from __future__ import annotations
@@ -32,9 +38,9 @@ from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from fulmen.protocol import Reward, Task
+from fulmen.protocol import Annotation, Reward, Task, request_id_of
 
 __all__ = [
     "EPISODE_URL_ENV",
@@ -42,8 +48,11 @@ __all__ = [
     "NoEpisodeError",
     "RewardError",
     "current_episode",
+    "current_step",
     "episode_scope",
+    "find_episode",
     "reward",
+    "step_scope",
 ]
 
 EPISODE_URL_ENV = "FULMEN_EPISODE_URL"
@@ -63,6 +72,10 @@ class RewardError(RuntimeError):
 
 
 RewardSink = Callable[[Reward], None]
+AnnotationSink = Callable[[Annotation], None]
+Step = int | Literal["current"] | None
+"""A reward's step: a transition ``seq``, ``"current"`` (see the module docstring) or None
+(the episode's outcome)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +95,8 @@ class EpisodeContext:
     """Bearer token for the gateway, if it requires one."""
     sink: RewardSink | None = field(default=None, repr=False, compare=False)
     """In-process reward recorder; None means rewards are POSTed to the gateway."""
+    annotation_sink: AnnotationSink | None = field(default=None, repr=False, compare=False)
+    """In-process annotation recorder; None means annotations are POSTed to the gateway."""
 
     @property
     def url(self) -> str:
@@ -134,7 +149,7 @@ class EpisodeContext:
         value: float,
         *,
         name: str | None = None,
-        step: int | None = None,
+        step: Step = None,
         agent: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> Reward:
@@ -143,37 +158,80 @@ class EpisodeContext:
         Args:
             value: the reward, a finite number.
             name: dimension of a multi-dimensional reward (None: the main reward).
-            step: transition ``seq`` the reward belongs to (None: the episode's outcome).
+            step: transition ``seq`` the reward belongs to, ``"current"`` for the call the
+                code runs under (module docstring), or None for the episode's outcome.
             agent: agent the reward is meant for (None: every agent).
             metadata: free-form annotations.
 
         Raises:
             ProtocolError: ``value`` is not a finite number.
-            RewardError: the gateway refused or could not be reached.
+            RewardError: the gateway refused or could not be reached, or ``step="current"``
+                where no call is known.
         """
         record = Reward(
             episode_id=self.episode_id,
             value=value,
             name=name,
-            step=step,
+            step=current_step(self.episode_id) if step == "current" else step,
             agent=agent,
             metadata=dict(metadata or {}),
         )
         if self.sink is not None:
             self.sink(record)
         else:
-            _post_reward(self, record)
+            _post(self, "rewards", record)
+        return record
+
+    def annotate(
+        self,
+        request_id: str,
+        *,
+        framework: str,
+        agent: str | None = None,
+        node: str | None = None,
+        path: tuple[str, ...] = (),
+        tool_results: tuple[Mapping[str, Any], ...] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Annotation:
+        """Record a framework adapter's structure for one of this episode's LLM calls.
+
+        Args:
+            request_id: the call's request id, or its response id (``chatcmpl-...``).
+            framework: the adapter's name (``langchain``...).
+            agent, node, path, tool_results, metadata: see :class:`~fulmen.Annotation`.
+
+        Raises:
+            RewardError: the gateway refused (e.g. the call is not this episode's) or could
+                not be reached.
+        """
+        rid = request_id_of(request_id)
+        record = Annotation(
+            episode_id=self.episode_id,
+            request_id=rid,
+            framework=framework,
+            agent=agent,
+            node=node,
+            path=tuple(path),
+            tool_results=tuple(tool_results),
+            metadata=dict(metadata or {}),
+        )
+        if self.annotation_sink is not None:
+            self.annotation_sink(record)
+        else:
+            _post(self, "annotations", record)
+        _note_call(self.episode_id, rid)
         return record
 
 
-def _post_reward(ctx: EpisodeContext, record: Reward) -> None:
+def _post(ctx: EpisodeContext, route: str, record: Reward | Annotation) -> None:
     import urllib.error  # lazily: keeps `import fulmen` light
     import urllib.request
 
+    what = "reward" if route == "rewards" else "annotation"
     body = record.to_dict()
     del body["episode_id"]
     request = urllib.request.Request(
-        f"{ctx.url}/rewards",
+        f"{ctx.url}/{route}",
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", **ctx.headers},
         method="POST",
@@ -184,13 +242,61 @@ def _post_reward(ctx: EpisodeContext, record: Reward) -> None:
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:500]
         raise RewardError(
-            f"gateway refused the reward for episode {ctx.episode_id} (HTTP {exc.code}): {detail}"
+            f"gateway refused the {what} for episode {ctx.episode_id} (HTTP {exc.code}): {detail}"
         ) from exc
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise RewardError(
-            f"could not reach the gateway at {ctx.gateway_url} to record a reward for episode "
+            f"could not reach the gateway at {ctx.gateway_url} to record a {what} for episode "
             f"{ctx.episode_id}: {exc}"
         ) from exc
+
+
+_step_hint: ContextVar[tuple[str, int] | None] = ContextVar("fulmen_step", default=None)
+_last_call: dict[str, int] = {}
+_last_call_lock = threading.Lock()
+
+
+def _note_call(episode_id: str, request_id: str) -> None:
+    """Remember the latest annotated call of the episode (for ``step="current"``)."""
+    _, _, seq = request_id.rpartition(".")
+    if seq.isdigit():
+        with _last_call_lock:
+            if int(seq) >= _last_call.get(episode_id, -1):
+                _last_call[episode_id] = int(seq)
+
+
+@contextmanager
+def step_scope(episode_id: str, seq: int) -> Generator[None]:
+    """Inside the block, ``step="current"`` means call ``seq`` of ``episode_id``.
+
+    For adapters: wrap the code a call led to (the tools it asked for) when the framework runs
+    it in the adapter's context.
+    """
+    token = _step_hint.set((episode_id, seq))
+    try:
+        yield
+    finally:
+        _step_hint.reset(token)
+
+
+def current_step(episode_id: str) -> int:
+    """The ``seq`` that ``step="current"`` means for ``episode_id`` (module docstring).
+
+    Raises:
+        RewardError: no adapter has marked or annotated a call of the episode here.
+    """
+    hint = _step_hint.get()
+    if hint is not None and hint[0] == episode_id:
+        return hint[1]
+    with _last_call_lock:
+        seq = _last_call.get(episode_id)
+    if seq is None:
+        raise RewardError(
+            f'step="current": no LLM call of episode {episode_id} is known here. It needs a '
+            "framework adapter attached (it tells fulmen which call the code runs under); "
+            "otherwise pass step=<seq> or leave step out for the episode's outcome."
+        )
+    return seq
 
 
 _current: ContextVar[EpisodeContext | None] = ContextVar("fulmen_episode", default=None)
@@ -209,7 +315,15 @@ def episode_scope(ctx: EpisodeContext) -> Generator[EpisodeContext]:
     finally:
         with _active_lock:
             _active.pop(ctx.episode_id, None)
+        with _last_call_lock:
+            _last_call.pop(ctx.episode_id, None)
         _current.reset(token)
+
+
+def find_episode(episode_id: str) -> EpisodeContext | None:
+    """The context of ``episode_id`` if it runs in this process (inside :func:`episode_scope`)."""
+    with _active_lock:
+        return _active.get(episode_id)
 
 
 def current_episode() -> EpisodeContext:
@@ -249,7 +363,7 @@ def reward(
     value: float,
     *,
     name: str | None = None,
-    step: int | None = None,
+    step: Step = None,
     agent: str | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Reward:

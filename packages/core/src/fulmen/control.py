@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from fulmen.protocol import Episode, EpisodeStatus, Reward, Task, TerminationReason
+from fulmen.protocol import Annotation, Episode, EpisodeStatus, Reward, Task, TerminationReason
 
 __all__ = ["EpisodeControl"]
 
@@ -36,6 +36,10 @@ class EpisodeControl(Protocol):
 
     def add_reward(self, reward: Reward) -> None:
         """Record a reward for a running episode."""
+        ...
+
+    def add_annotation(self, annotation: Annotation) -> None:
+        """Record a framework adapter's structure for one of the running episode's calls."""
         ...
 
     def finish_episode(

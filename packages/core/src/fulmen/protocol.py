@@ -17,13 +17,14 @@ import json
 import time
 import types
 import typing
-from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, ClassVar, Self, get_type_hints
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Annotation",
     "Episode",
     "EpisodeRecord",
     "EpisodeStatus",
@@ -32,6 +33,8 @@ __all__ = [
     "Task",
     "TerminationReason",
     "Transition",
+    "annotate_transitions",
+    "request_id_of",
 ]
 
 SCHEMA_VERSION = 1
@@ -268,6 +271,85 @@ class Reward(_Record):
             raise ProtocolError(f"Reward.value: expected float, got {_tname(self.value)}")
         if self.value != self.value or self.value in (float("inf"), float("-inf")):
             raise ProtocolError(f"Reward.value: expected a finite float, got {self.value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Annotation(_Record):
+    """Structure a framework adapter adds to one recorded LLM call, joined by request id.
+
+    The gateway records the exact tokens; only the framework knows which agent or graph node
+    made the call and what its tool calls returned. An adapter sends that as annotations (any
+    number per call, e.g. one when the call ends and one per tool result), and the store merges
+    them into the :class:`Transition` when it is read (:func:`annotate_transitions`).
+    """
+
+    kind: ClassVar[str] = "annotation"
+    episode_id: str
+    """Episode of the call."""
+    request_id: str
+    """The call's ``request_id`` (``{episode}.{seq}``; the response id without ``chatcmpl-``)."""
+    framework: str
+    """Adapter that wrote it: ``langchain``, ``openai-agents``, ``autogen``, ``dspy``..."""
+    agent: str | None = None
+    """Agent / role that made the call (becomes :attr:`Transition.agent`)."""
+    node: str | None = None
+    """Graph node, span or module that made the call (``langgraph_node``, predictor name...)."""
+    path: tuple[str, ...] = ()
+    """Run tree from the outermost run down to the call (names of the enclosing runs)."""
+    tool_results: tuple[Mapping[str, Any], ...] = ()
+    """Results of the tools the call asked for: ``{tool_call_id, name, output}`` or with
+    ``error`` instead of ``output``. Appended across annotations."""
+    created_at: float = field(default_factory=_now)
+    """Unix time it was recorded."""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """Anything else the adapter knows (handoffs, guardrails, run ids...); merged key by key."""
+
+
+def request_id_of(response_id: str) -> str:
+    """The request id in an OpenAI response id (``chatcmpl-{id}`` / ``cmpl-{id}`` → ``{id}``)."""
+    for prefix in ("chatcmpl-", "cmpl-"):
+        if response_id.startswith(prefix):
+            return response_id[len(prefix) :]
+    return response_id
+
+
+def annotate_transitions(
+    transitions: Sequence[Transition], annotations: Sequence[Annotation]
+) -> list[Transition]:
+    """``transitions`` with ``annotations`` (in recording order) merged in.
+
+    Per call: :attr:`Transition.agent` becomes the last non-None annotated agent; the metadata
+    gains ``framework``, ``node`` and ``path`` (last non-empty wins), ``tool_results`` (all,
+    in order) and each annotation's own metadata keys (later ones win). Annotations whose
+    request id matches no transition are ignored.
+    """
+    if not annotations:
+        return list(transitions)
+    by_request: dict[str, list[Annotation]] = {}
+    for note in annotations:
+        by_request.setdefault(note.request_id, []).append(note)
+    out: list[Transition] = []
+    for t in transitions:
+        notes = by_request.get(t.request_id)
+        if not notes:
+            out.append(t)
+            continue
+        agent = t.agent
+        meta: dict[str, Any] = dict(t.metadata)
+        results: list[Mapping[str, Any]] = list(meta.get("tool_results", ()))
+        for note in notes:
+            agent = note.agent if note.agent is not None else agent
+            meta["framework"] = note.framework
+            if note.node is not None:
+                meta["node"] = note.node
+            if note.path:
+                meta["path"] = list(note.path)
+            results.extend(note.tool_results)
+            meta.update(note.metadata)
+        if results:
+            meta["tool_results"] = results
+        out.append(replace(t, agent=agent, metadata=meta))
+    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -226,6 +226,7 @@ class Runner:
             task=task,
             auth_token=self.auth_token,
             sink=sink,
+            annotation_sink=control.add_annotation,
         )
         output: Any = None
         try:

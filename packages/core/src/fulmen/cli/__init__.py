@@ -1,4 +1,4 @@
-"""The ``fulmen`` command line: gateway, episodes, show, train, eval.
+"""The ``fulmen`` command line: gateway, episodes, show, train, eval, adapters.
 
 Each sub-command lives in its own module and imports what it needs only when it runs.
 """
@@ -14,7 +14,7 @@ __all__ = ["main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    from fulmen.cli import gateway_cmd, inspect_cmd, train_cmd
+    from fulmen.cli import adapters_cmd, gateway_cmd, inspect_cmd, train_cmd
 
     parser = argparse.ArgumentParser(
         prog="fulmen", description="Train existing LLM agents with reinforcement learning."
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_cmd.register(sub)
     inspect_cmd.register(sub)
     train_cmd.register(sub)
+    adapters_cmd.register(sub)
     return parser
 
 

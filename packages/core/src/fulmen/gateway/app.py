@@ -34,7 +34,7 @@ from fulmen.gateway.loop_thread import LoopThread
 from fulmen.gateway.proxy import Proxy
 from fulmen.gateway.registry import EpisodeRegistry, check_episode_id
 from fulmen.gateway.upstream import upstream_base
-from fulmen.protocol import Episode, EpisodeStatus, Reward, Task, TerminationReason
+from fulmen.protocol import Annotation, Episode, EpisodeStatus, Reward, Task, TerminationReason
 from fulmen.store.base import EpisodeNotFound, Store
 
 __all__ = ["Gateway"]
@@ -336,6 +336,28 @@ class Gateway:
         self._registry.ensure_open(reward.episode_id)
         try:
             self._store.add_reward(reward)
+        except EpisodeNotFound as exc:
+            raise GatewayError(str(exc), status=404, code="episode_not_found") from exc
+
+    def add_annotation(self, annotation: Annotation) -> None:
+        """Record an adapter annotation for one of the episode's calls.
+
+        Raises:
+            GatewayError: 400 the request id is not one of this episode's (``{episode}.{seq}``),
+                404 unknown episode, 409 finished episode.
+        """
+        episode_id = annotation.episode_id
+        if not annotation.request_id.startswith(f"{episode_id}."):
+            raise GatewayError(
+                f"request_id {annotation.request_id!r} is not a call of episode {episode_id!r} "
+                f"(expected '{episode_id}.<seq>': the response id without 'chatcmpl-')",
+                status=400,
+                code="invalid_annotation",
+                param="request_id",
+            )
+        self._registry.ensure_open(episode_id)
+        try:
+            self._store.add_annotation(annotation)
         except EpisodeNotFound as exc:
             raise GatewayError(str(exc), status=404, code="episode_not_found") from exc
 

@@ -10,11 +10,15 @@ route                        body → answer                                    
 ``GET /rollout/{ep}/status`` → ``{episode, upstream_failures, open}``                   200
 ``POST /rollout/{ep}/rewards`` a reward (``value``, ``name?``, ``step?``, ``agent?``,   201
                              ``metadata?``, ``created_at?``) → the reward
+``POST /rollout/{ep}/annotations`` an adapter annotation (``request_id``,                201
+                             ``framework``, ``agent?``, ``node?``, ``path?``,
+                             ``tool_results?``, ``metadata?``) → the annotation
 ``POST /rollout/{ep}/finish``  ``{status, termination, error?, metadata?}`` → episode   200
 ``GET /healthz``             → ``{"ok": true}`` (no auth)                               200
 ===========================  ========================================================  ======
 
-Errors are OpenAI-style bodies: 400 bad input, 404 unknown episode, 409 finished episode.
+Errors are OpenAI-style bodies: 400 bad input, 404 unknown episode or call, 409 finished
+episode.
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ from aiohttp import web
 from fulmen.gateway.bodies import read_json
 from fulmen.gateway.errors import GatewayError
 from fulmen.gateway.proxy import RunBlocking
-from fulmen.protocol import Episode, EpisodeStatus, ProtocolError, Reward, Task, TerminationReason
+from fulmen.protocol import (
+    Annotation,
+    Episode,
+    EpisodeStatus,
+    ProtocolError,
+    Reward,
+    Task,
+    TerminationReason,
+)
 
 __all__ = ["ControlRoutes"]
 
@@ -44,6 +56,8 @@ class _Control(Protocol):
     ) -> Episode: ...
 
     def add_reward(self, reward: Reward) -> None: ...
+
+    def add_annotation(self, annotation: Annotation) -> None: ...
 
     def finish_episode(
         self,
@@ -103,6 +117,7 @@ class ControlRoutes:
         app.router.add_get("/rollout/{episode_id}", self.get)
         app.router.add_get("/rollout/{episode_id}/status", self.status)
         app.router.add_post("/rollout/{episode_id}/rewards", self.reward)
+        app.router.add_post("/rollout/{episode_id}/annotations", self.annotate)
         app.router.add_post("/rollout/{episode_id}/finish", self.finish)
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -151,6 +166,26 @@ class ControlRoutes:
 
     async def reward(self, request: web.Request) -> web.Response:
         """``POST /rollout/{ep}/rewards``."""
+        body = await self._episode_body(request)
+        try:
+            record = Reward.from_dict(body)
+        except ProtocolError as exc:
+            raise GatewayError(str(exc), status=400, code="invalid_reward") from None
+        await self._run(lambda: self._control.add_reward(record))
+        return web.json_response(record.to_dict(), status=201)
+
+    async def annotate(self, request: web.Request) -> web.Response:
+        """``POST /rollout/{ep}/annotations``."""
+        body = await self._episode_body(request)
+        try:
+            record = Annotation.from_dict(body)
+        except ProtocolError as exc:
+            raise GatewayError(str(exc), status=400, code="invalid_annotation") from None
+        await self._run(lambda: self._control.add_annotation(record))
+        return web.json_response(record.to_dict(), status=201)
+
+    async def _episode_body(self, request: web.Request) -> dict[str, Any]:
+        """The JSON body, with ``episode_id`` from the URL (a contradicting one is a 400)."""
         episode_id = request.match_info["episode_id"]
         body = await read_json(request, self._max_body)
         if body.setdefault("episode_id", episode_id) != episode_id:
@@ -161,12 +196,7 @@ class ControlRoutes:
                 code="invalid_request",
                 param="episode_id",
             )
-        try:
-            record = Reward.from_dict(body)
-        except ProtocolError as exc:
-            raise GatewayError(str(exc), status=400, code="invalid_reward") from None
-        await self._run(lambda: self._control.add_reward(record))
-        return web.json_response(record.to_dict(), status=201)
+        return body
 
     async def finish(self, request: web.Request) -> web.Response:
         """``POST /rollout/{ep}/finish``."""

@@ -10,7 +10,15 @@ import urllib.request
 from typing import Any
 
 from fulmen.gateway.errors import GatewayError
-from fulmen.protocol import Episode, EpisodeStatus, ProtocolError, Reward, Task, TerminationReason
+from fulmen.protocol import (
+    Annotation,
+    Episode,
+    EpisodeStatus,
+    ProtocolError,
+    Reward,
+    Task,
+    TerminationReason,
+)
 
 __all__ = ["RemoteGateway"]
 
@@ -109,6 +117,11 @@ class RemoteGateway:
     def add_reward(self, reward: Reward) -> None:
         """Record a reward (``POST /rollout/{ep}/rewards``)."""
         self._call("POST", self._path(reward.episode_id, "/rewards"), reward.to_dict())
+
+    def add_annotation(self, annotation: Annotation) -> None:
+        """Record an adapter annotation (``POST /rollout/{ep}/annotations``)."""
+        path = self._path(annotation.episode_id, "/annotations")
+        self._call("POST", path, annotation.to_dict())
 
     def finish_episode(
         self,

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from fulmen.protocol import (
+    Annotation,
     Episode,
     EpisodeRecord,
     EpisodeStatus,
@@ -83,7 +84,7 @@ class Store(Protocol):
         ...
 
     def transitions(self, episode_id: str) -> list[Transition]:
-        """The episode's transitions ordered by ``seq``."""
+        """The episode's transitions ordered by ``seq``, adapter annotations merged in."""
         ...
 
     def transitions_since(self, cursor: int, *, limit: int = 1000) -> list[tuple[int, Transition]]:
@@ -96,6 +97,15 @@ class Store(Protocol):
 
     def add_reward(self, reward: Reward) -> None:
         """Append a reward. Raises :class:`EpisodeNotFound` for an unknown episode."""
+        ...
+
+    def add_annotation(self, annotation: Annotation) -> None:
+        """Append an adapter annotation (merged into the matching transitions by
+        :meth:`transitions` and :meth:`record`). Raises :class:`EpisodeNotFound`."""
+        ...
+
+    def annotations(self, episode_id: str) -> list[Annotation]:
+        """The episode's adapter annotations in recording order (as sent, not merged)."""
         ...
 
     def rewards(self, episode_id: str) -> list[Reward]:

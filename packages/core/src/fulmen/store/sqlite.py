@@ -1,7 +1,9 @@
 """The embedded SQLite store: one file, safe for several threads and processes on one machine.
 
 Tables ``meta`` (store schema version), ``episodes``, ``transitions`` (the cursor is its
-``AUTOINCREMENT`` key) and ``rewards``, in WAL mode. Each thread (and each process, also after a
+``AUTOINCREMENT`` key), ``rewards`` and ``annotations`` (adapter structure, merged into the
+transitions when they are read), in WAL mode. A schema-1 file gains the annotations table on
+open. Each thread (and each process, also after a
 fork) has its own connection; writers are serialised by SQLite's lock (waiting up to
 ``busy_timeout_s``) and read-modify-write changes run in ``BEGIN IMMEDIATE`` transactions.
 
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from fulmen.protocol import (
+    Annotation,
     Episode,
     EpisodeRecord,
     EpisodeStatus,
@@ -38,12 +41,13 @@ from fulmen.protocol import (
     Reward,
     TerminationReason,
     Transition,
+    annotate_transitions,
 )
 from fulmen.store.base import EpisodeNotFound, StoreError
 
 __all__ = ["STORE_SCHEMA_VERSION", "SQLiteStore", "open_store"]
 
-STORE_SCHEMA_VERSION = 1
+STORE_SCHEMA_VERSION = 2
 """Version of the table layout, kept in the ``meta`` table; bumped on any incompatible change."""
 
 _SCHEMA = (
@@ -60,6 +64,11 @@ _SCHEMA = (
     "CREATE TABLE rewards (id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " episode_id TEXT NOT NULL REFERENCES episodes (id), json TEXT NOT NULL)",
     "CREATE INDEX rewards_episode ON rewards (episode_id, id)",
+    *(_ANNOTATIONS_SCHEMA := (
+        "CREATE TABLE annotations (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " episode_id TEXT NOT NULL REFERENCES episodes (id), json TEXT NOT NULL)",
+        "CREATE INDEX annotations_episode ON annotations (episode_id, id)",
+    )),
 )
 
 _RANK = {EpisodeStatus.QUEUED: 0, EpisodeStatus.RUNNING: 1}
@@ -75,7 +84,7 @@ _FAILED_STATUS = {
     TerminationReason.TIMEOUT: EpisodeStatus.TIMED_OUT,
 }
 _CRASH_ERROR = "the process running this episode stopped before the episode finished"
-_R = TypeVar("_R", Episode, Transition, Reward)
+_R = TypeVar("_R", Episode, Transition, Reward, Annotation)
 
 
 class SQLiteStore:
@@ -207,6 +216,11 @@ class SQLiteStore:
                     version = str(STORE_SCHEMA_VERSION)
                     conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (version,))
                 row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if row is not None and str(row[0]) == "1":  # schema 1 → 2: add annotations
+                    for statement in _ANNOTATIONS_SCHEMA:
+                        conn.execute(statement)
+                    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+                    row = ("2",)
         if row is None or not str(row[0]).isdigit():
             raise StoreError(f"{self._path}: the meta table has no valid schema_version")
         if int(row[0]) > STORE_SCHEMA_VERSION:
@@ -323,14 +337,17 @@ class SQLiteStore:
         )
 
     def transitions(self, episode_id: str) -> list[Transition]:
-        """The episode's transitions ordered by ``seq``. Raises :class:`EpisodeNotFound`."""
+        """The episode's transitions ordered by ``seq``, annotations merged in. Raises
+        :class:`EpisodeNotFound`."""
         conn = self._conn()
-        with self._guard("transitions"):
-            return self._children(conn, Transition, episode_id, True)
+        with self._guard("transitions"), self._transaction(conn, "BEGIN"):
+            return self._annotated(conn, episode_id, True)
 
     def transitions_since(self, cursor: int, *, limit: int = 1000) -> list[tuple[int, Transition]]:
         """Up to ``limit`` ``(cursor, transition)`` pairs with a cursor above ``cursor``, in
-        cursor order. Start with ``cursor=0`` and pass the last cursor received next time."""
+        cursor order. Start with ``cursor=0`` and pass the last cursor received next time.
+        The transitions are as the gateway recorded them (adapter annotations, which may still
+        arrive, are merged only by :meth:`transitions` and :meth:`records`)."""
         args = (_count(cursor, "cursor", minimum=0), _count(limit, "limit", minimum=1))
         conn = self._conn()
         with self._guard("transitions_since"):
@@ -351,6 +368,18 @@ class SQLiteStore:
         """Append a reward. Raises :class:`EpisodeNotFound` for an unknown episode."""
         sql = "INSERT INTO rewards (episode_id, json) VALUES (?, ?)"
         self._insert("add_reward", sql, (reward.episode_id, reward.to_json()), reward.episode_id)
+
+    def add_annotation(self, annotation: Annotation) -> None:
+        """Append an adapter annotation. Raises :class:`EpisodeNotFound` for an unknown episode."""
+        a = annotation
+        sql = "INSERT INTO annotations (episode_id, json) VALUES (?, ?)"
+        self._insert("add_annotation", sql, (a.episode_id, a.to_json()), a.episode_id)
+
+    def annotations(self, episode_id: str) -> list[Annotation]:
+        """The episode's annotations in recording order. Raises :class:`EpisodeNotFound`."""
+        conn = self._conn()
+        with self._guard("annotations"):
+            return self._children(conn, Annotation, episode_id, True)
 
     def rewards(self, episode_id: str) -> list[Reward]:
         """The episode's rewards in recording order. Raises :class:`EpisodeNotFound`."""
@@ -374,7 +403,7 @@ class SQLiteStore:
             return [
                 EpisodeRecord(
                     episode=self._episode(conn, eid),
-                    transitions=tuple(self._children(conn, Transition, eid, False)),
+                    transitions=tuple(self._annotated(conn, eid, False)),
                     rewards=tuple(self._children(conn, Reward, eid, False)),
                 )
                 for eid in episode_ids
@@ -410,15 +439,28 @@ class SQLiteStore:
         sql = "UPDATE episodes SET status = ?, json = ? WHERE id = ?"
         conn.execute(sql, (episode.status.value, episode.to_json(), episode.id))
 
+    def _annotated(self, conn: sqlite3.Connection, eid: str, check: bool) -> list[Transition]:
+        transitions = self._children(conn, Transition, eid, check)
+        if not transitions:
+            return transitions
+        return annotate_transitions(transitions, self._children(conn, Annotation, eid, False))
+
     def _children(self, conn: sqlite3.Connection, cls: type[_R], eid: str, check: bool) -> list[_R]:
-        """The episode's transitions (by ``seq``) or rewards (in recording order)."""
-        table, order = ("transitions", "seq") if cls is Transition else ("rewards", "id")
+        """The episode's transitions (by ``seq``), rewards or annotations (in recording order)."""
+        table, order = _TABLES[cls]
         sql = f"SELECT json FROM {table} WHERE episode_id = ? ORDER BY {order}"
         rows = conn.execute(sql, (eid,))
         out = [_decode(cls, text, f"{cls.__name__} of episode {eid!r}") for (text,) in rows]
         if not out and check:
             self._check_episode(conn, eid)
         return out
+
+
+_TABLES: dict[type, tuple[str, str]] = {
+    Transition: ("transitions", "seq"),
+    Reward: ("rewards", "id"),
+    Annotation: ("annotations", "id"),
+}
 
 
 def _resolve_path(location: str | os.PathLike[str]) -> Path:
