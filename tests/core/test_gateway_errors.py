@@ -91,6 +91,7 @@ def test_episode_errors_no_episode_unknown_finished_and_unsupported_route(tmp_pa
             status, body = await post(http, stack.url + "/v1/chat/completions", HI)
             message = assert_openai_error(body, "no_episode")
             assert status == 400 and "/rollout/" in message and "X-Episode-Id" in message
+            assert stack.gateway.unattributed_calls == 1  # flagged and counted, never guessed
             status, body = await post(http, stack.base_url("ep-nope") + "/chat/completions", HI)
             assert status == 404 and "ep-nope" in assert_openai_error(body, "episode_not_found")
             status, body = await post(

@@ -110,6 +110,8 @@ class Gateway:
         self._inline = store_writes == "inline"
         self._upstream_headers = dict(upstream_headers or {})
         self._registry = EpisodeRegistry(store)
+        self.unattributed_calls = 0
+        """LLM calls refused because they named no episode (flagged, never guessed)."""
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._url = ""
@@ -235,6 +237,14 @@ class Gateway:
                         code="episode_mismatch",
                     )
                 if not episode_id:
+                    self.unattributed_calls += 1
+                    _log.warning(
+                        "refused an LLM call to %s that names no episode (%d so far): the "
+                        "agent's client is not pointed at an episode URL and sent no "
+                        "X-Episode-Id",
+                        request.path,
+                        self.unattributed_calls,
+                    )
                     raise GatewayError(
                         "this LLM call names no episode: point the agent's OpenAI client at "
                         f"{self.url}/rollout/<episode_id>/v1, or send the header "
