@@ -27,6 +27,7 @@ test may only be overridden with ``@pytest.mark.xfail(reason=...)``, which
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -340,7 +341,13 @@ def _tool_results(transitions: Sequence[Transition]) -> list[tuple[int, Mapping[
     ]
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def _outcome(result: EpisodeResult) -> tuple[object, ...]:
-    """What the user sees of a run: the answer, or the error's type and message."""
+    """What the user sees of a run: the answer, or the error's type and message. UUIDs in
+    the error are masked: frameworks add per-run ids to it (LangGraph notes "During task with
+    name 'tools' and id '<uuid>'"), which differ between any two runs."""
     episode = result.episode
-    return (episode.status, episode.termination, episode.error, result.output)
+    error = _UUID.sub("<uuid>", episode.error) if episode.error is not None else None
+    return (episode.status, episode.termination, error, result.output)
