@@ -1,0 +1,169 @@
+"""``model_client(ctx, model)``: an AutoGen OpenAI client for one fulmen episode.
+
+Training-safe defaults: the episode's base URL and key, ``model_info`` for a model name
+OpenAI does not know, no ``name`` field added to messages (it would change the prompt the
+policy is trained on), no silent retries.
+
+The client also tells the adapter two things AutoGen's events leave out, through a per-call
+scope held in a context variable (the adapter reads it when AutoGen logs the call's event, in
+the same asyncio task):
+
+* the agent it serves, when given (``agent=``): a standalone agent's call that neither asks for
+  tools nor follows its own tool results has no agent in any AutoGen event;
+* the gateway's request id of a *streaming* call: ``LLMStreamEndEvent`` has no response id,
+  so the client's HTTP layer reads the gateway's ``X-Request-Id`` response header into the
+  scope (the request runs in a task AutoGen starts, whose context is a copy of the caller's:
+  it sees the same scope object).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from autogen_core.models import CreateResult, ModelFamily, ModelInfo
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+from fulmen.context import EpisodeContext
+
+__all__ = [
+    "DEFAULT_MODEL_INFO",
+    "CallScope",
+    "current_call",
+    "model_client",
+    "take_streamed_response_id",
+]
+
+DEFAULT_MODEL_INFO: ModelInfo = {
+    "vision": False,
+    "function_calling": True,
+    "json_output": False,
+    "family": ModelFamily.UNKNOWN,
+    "structured_output": False,
+}
+"""What :func:`model_client` tells AutoGen about a model it does not know (text in, text or
+tool calls out)."""
+
+_REQUEST_ID_HEADER = "X-Request-Id"
+
+
+@dataclass(slots=True, kw_only=True)
+class CallScope:
+    """What the client knows about the call in flight in this asyncio task."""
+
+    agent: str | None
+    """The agent the client serves (``model_client(..., agent=)``), if given."""
+    request_id: str | None = None
+    """The gateway's request id of the stream being read, once its headers arrived."""
+
+
+_scope: ContextVar[CallScope | None] = ContextVar("fulmen_autogen_call", default=None)
+
+
+def current_call() -> CallScope | None:
+    """The scope of the :func:`model_client` call in flight in this task, if any."""
+    return _scope.get()
+
+
+def take_streamed_response_id() -> str | None:
+    """The response id (``chatcmpl-{request id}``) of the stream the current task is reading
+    through a :func:`model_client` client, or None. Each id is handed out once."""
+    scope = _scope.get()
+    if scope is None or scope.request_id is None:
+        return None
+    request_id, scope.request_id = scope.request_id, None
+    return f"chatcmpl-{request_id}"
+
+
+async def _note_request_id(response: Any) -> None:
+    """HTTP response hook: keep the gateway's request id for the call being made."""
+    scope = _scope.get()
+    if scope is not None:
+        request_id = response.headers.get(_REQUEST_ID_HEADER)
+        if isinstance(request_id, str) and request_id:
+            scope.request_id = request_id
+
+
+class _EpisodeClient(OpenAIChatCompletionClient):
+    """:class:`OpenAIChatCompletionClient` that opens a :class:`CallScope` around each call."""
+
+    _fulmen_agent: str | None = None
+
+    async def create(  # pyright: ignore[reportIncompatibleMethodOverride]
+        self, *args: Any, **kwargs: Any
+    ) -> CreateResult:
+        """Same as the base class, inside a call scope."""
+        token = _scope.set(CallScope(agent=self._fulmen_agent))
+        try:
+            return await super().create(*args, **kwargs)
+        finally:
+            _scope.reset(token)
+
+    async def create_stream(  # pyright: ignore[reportIncompatibleMethodOverride]
+        self, *args: Any, **kwargs: Any
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        """Same as the base class, inside a call scope."""
+        token = _scope.set(CallScope(agent=self._fulmen_agent))
+        try:
+            async for item in super().create_stream(*args, **kwargs):
+                yield item
+        finally:
+            # finalised from another context (ValueError): nothing of ours is left there
+            with contextlib.suppress(ValueError):
+                _scope.reset(token)
+
+
+def model_client(
+    ctx: EpisodeContext,
+    model: str,
+    *,
+    agent: str | None = None,
+    model_info: ModelInfo | None = None,
+    include_name_in_message: bool = False,
+    max_retries: int = 0,
+    **kwargs: Any,
+) -> OpenAIChatCompletionClient:
+    """An AutoGen ``OpenAIChatCompletionClient`` for the episode ``ctx``.
+
+    Args:
+        ctx: the episode (its ``base_url`` and ``api_key`` are used).
+        model: the model name the inference server serves.
+        agent: name of the agent this client serves (when it serves one): the name of its
+            calls that AutoGen does not attribute (see the module docstring). Inside a team,
+            AutoGen's own agent id wins.
+        model_info: what the model can do; default :data:`DEFAULT_MODEL_INFO` (required by
+            AutoGen for a model name OpenAI does not know).
+        include_name_in_message: AutoGen's option to add a ``name`` field to messages; off,
+            because it changes the prompt the policy sees.
+        max_retries: retries of a failed call by the OpenAI client; 0 so that an
+            infrastructure failure fails the episode instead of hiding in it.
+        **kwargs: any other ``OpenAIChatCompletionClient`` argument (``temperature``,
+            ``max_tokens``, ``timeout``, ``http_client``...).
+
+    Returns:
+        The client. Its streaming calls are annotated by an attached
+        :class:`~fulmen_autogen.AutoGenAdapter` (see the module docstring); its serialised
+        form (``dump_component``) is a plain ``OpenAIChatCompletionClient``.
+    """
+    http_client = kwargs.pop("http_client", None)
+    if http_client is None:
+        http_client = openai.DefaultAsyncHttpxClient()
+    hooks = dict(http_client.event_hooks)
+    hooks["response"] = [*hooks.get("response", []), _note_request_id]
+    http_client.event_hooks = hooks
+    config: dict[str, Any] = {
+        "base_url": ctx.base_url,
+        "api_key": ctx.api_key,
+        **kwargs,
+        "model": model,
+        "model_info": model_info if model_info is not None else DEFAULT_MODEL_INFO,
+        "include_name_in_message": include_name_in_message,
+        "max_retries": max_retries,
+        "http_client": http_client,
+    }
+    client = _EpisodeClient(**config)
+    client._fulmen_agent = agent
+    return client
