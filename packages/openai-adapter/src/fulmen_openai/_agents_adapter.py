@@ -1,0 +1,117 @@
+"""The OpenAI Agents SDK adapter: a trace provider of its own plus a transport listener."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from agents.tracing import GenerationSpanData, TraceProvider, get_current_span
+from agents.tracing.provider import DefaultTraceProvider
+from agents.tracing.setup import get_trace_provider, set_trace_provider
+from fulmen.adapters import Adapter, AdapterError
+
+from fulmen_openai._processor import FulmenTracingProcessor
+from fulmen_openai._scope import episode_in_context
+from fulmen_openai._transport import Exchange, install, uninstall
+
+__all__ = ["AgentsSDKAdapter"]
+
+_EPISODE_HEADER = "X-Episode-Id"
+
+
+class _FulmenTraceProvider(DefaultTraceProvider):
+    """The SDK's default provider with fulmen's processor as its only processor."""
+
+    def __init__(self, adapter: AgentsSDKAdapter, processor: FulmenTracingProcessor) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.set_processors([processor])
+        # Capture needs the spans; nothing leaves the machine, so tracing is on while attached
+        # (this provider's flag only: the user's provider and its settings are kept as they are).
+        self.set_disabled(False)
+
+
+class AgentsSDKAdapter(Adapter):
+    """Annotates the LLM calls of OpenAI Agents SDK runs (openai-agents >= 0.20, tested 0.24).
+
+    ``attach()`` installs a trace provider whose only processor is fulmen's (so no trace is
+    exported to OpenAI while attached) and puts the previous provider back on ``detach()``,
+    untouched, with its processors and settings. The SDK offers no public way to read a
+    provider's processor list, so the provider is swapped rather than its list edited.
+
+    Each call is joined to its gateway record through the HTTP layer (see
+    :mod:`fulmen_openai._processor`): the model must reach the gateway through an openai client
+    (``httpx2`` or ``httpx``), e.g. the one :func:`fulmen_openai.use_gateway` configures.
+    Runs with ``RunConfig(tracing_disabled=True)`` are not captured. Calls sent to the gateway's
+    plain ``/v1`` routes get ``X-Episode-Id`` from the runner's context, as with
+    :class:`~fulmen_openai.OpenAIClientAdapter`.
+
+    Only one instance may be attached at a time (:class:`~fulmen.adapters.AdapterError`).
+    """
+
+    framework: ClassVar[str] = "openai-agents"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._processor = FulmenTracingProcessor(self)
+        self._listener = _GenerationListener(self, self._processor)
+        self._provider: _FulmenTraceProvider | None = None
+        self._previous: TraceProvider | None = None
+
+    def _attach(self) -> None:
+        current = get_trace_provider()
+        if isinstance(current, _FulmenTraceProvider):
+            raise AdapterError(
+                "another AgentsSDKAdapter is attached; detach it first (one is enough: it "
+                "captures every run of the process)"
+            )
+        self._processor.enabled = True
+        self._previous = current
+        self._provider = _FulmenTraceProvider(self, self._processor)
+        set_trace_provider(self._provider)
+        install(self._listener, priority=0)
+
+    def _detach(self) -> None:
+        uninstall(self._listener)
+        self._processor.enabled = False
+        if get_trace_provider() is self._provider and self._previous is not None:
+            set_trace_provider(self._previous)
+        else:
+            self.log.warning(
+                "the Agents SDK trace provider was replaced while fulmen was attached; it is "
+                "left as it is (fulmen's processor no longer records anything)"
+            )
+        self._processor.shutdown()
+        self._provider = None
+        self._previous = None
+
+
+class _GenerationListener:
+    """Claims the HTTP calls made inside a generation span and records their request ids."""
+
+    def __init__(self, adapter: AgentsSDKAdapter, processor: FulmenTracingProcessor) -> None:
+        self._adapter = adapter
+        self._processor = processor
+
+    def on_request(self, exchange: Exchange) -> None:
+        with self._adapter.guard("an outgoing request"):
+            if exchange.owner is not None:
+                return
+            span = get_current_span()
+            if span is None or not isinstance(span.span_data, GenerationSpanData):
+                return
+            if not self._processor.expects(span.span_id):
+                return
+            exchange.owner = self._adapter.framework
+            exchange.notes["span_id"] = span.span_id
+            if "/rollout/" not in exchange.path and exchange.header(_EPISODE_HEADER) is None:
+                ctx = episode_in_context()
+                if ctx is not None:
+                    exchange.set_header(_EPISODE_HEADER, ctx.episode_id)
+
+    def on_response(self, exchange: Exchange) -> None:
+        with self._adapter.guard("a response"):
+            if exchange.owner != self._adapter.framework:
+                return
+            request_id = exchange.response_headers.get("x-request-id")
+            if request_id and 200 <= (exchange.status or 0) < 300:
+                self._processor.record_request(exchange.notes["span_id"], str(request_id))

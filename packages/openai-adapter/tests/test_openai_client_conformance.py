@@ -1,0 +1,23 @@
+"""The conformance kit on the plain openai client adapter (a hand-written tool loop)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from _oa_samples import make_client_agent
+from fulmen.adapters import Adapter
+from fulmen.runner import AgentFn
+from fulmen_openai import OpenAIClientAdapter
+from fulmen_openai._transport import patched_methods
+from fulmen_testkit import AdapterConformanceTests
+
+
+class TestOpenAIClientConformance(AdapterConformanceTests):
+    adapter_class: ClassVar[type[Adapter]] = OpenAIClientAdapter
+    expected_agents: ClassVar[frozenset[str]] = frozenset({"assistant"})
+
+    def make_agent(self, *, stream: bool = False, use_async: bool = False) -> AgentFn:
+        return make_client_agent(stream=stream, use_async=use_async)
+
+    def framework_state(self) -> object:
+        return patched_methods()
