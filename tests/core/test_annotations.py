@@ -7,7 +7,15 @@ from pathlib import Path
 
 import openai
 import pytest
-from fulmen.context import EpisodeContext, RewardError, current_step, episode_scope, step_scope
+from fulmen.context import (
+    EpisodeContext,
+    RewardError,
+    current_step,
+    episode_scope,
+    scoped_episode,
+    step_scope,
+    use_episode,
+)
 from fulmen.gateway import Gateway
 from fulmen.protocol import (
     Annotation,
@@ -132,7 +140,14 @@ def test_annotations_over_http_join_the_call(gateway: Gateway) -> None:
         model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4
     )
     assert response.id == f"chatcmpl-{episode.id}.0"
+    raw = client.chat.completions.with_raw_response.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+    )
+    assert raw.headers["X-Request-Id"] == f"{episode.id}.1"  # the adapters' join contract
+    for _ in raw.parse():
+        pass
     ctx.annotate(response.id, framework="langchain", agent="writer", node="draft")
+    assert len(gateway.store.transitions(episode.id)) == 2
     t = gateway.store.transitions(episode.id)[0]
     assert (t.agent, t.metadata["node"], t.metadata["framework"]) == (
         "writer",
@@ -161,6 +176,11 @@ def test_step_current_follows_annotations_and_step_scope(gateway: Gateway) -> No
     with episode_scope(ctx):
         with pytest.raises(RewardError, match="no LLM call of episode"):
             ctx.reward(1.0, step="current")
+        assert scoped_episode() is ctx
+        other = EpisodeContext(episode_id="ep-other", gateway_url=gateway.url)
+        with use_episode(other):
+            assert scoped_episode() is other
+        assert scoped_episode() is ctx
         client = openai.OpenAI(base_url=ctx.base_url, api_key="x", timeout=30, max_retries=0)
         for _ in range(3):
             client.chat.completions.create(

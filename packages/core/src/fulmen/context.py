@@ -52,7 +52,9 @@ __all__ = [
     "episode_scope",
     "find_episode",
     "reward",
+    "scoped_episode",
     "step_scope",
+    "use_episode",
 ]
 
 EPISODE_URL_ENV = "FULMEN_EPISODE_URL"
@@ -317,6 +319,29 @@ def episode_scope(ctx: EpisodeContext) -> Generator[EpisodeContext]:
             _active.pop(ctx.episode_id, None)
         with _last_call_lock:
             _last_call.pop(ctx.episode_id, None)
+        _current.reset(token)
+
+
+def scoped_episode() -> EpisodeContext | None:
+    """The episode of the caller's context only (no environment or single-episode fallback).
+
+    For adapters deciding where a call belongs: None means "not known here", never a guess.
+    """
+    return _current.get()
+
+
+@contextmanager
+def use_episode(ctx: EpisodeContext) -> Generator[EpisodeContext]:
+    """Make ``ctx`` the current episode in this context without registering it as running.
+
+    For adapters that run user code on threads the framework does not copy the context into
+    (e.g. ``dspy.Parallel`` workers): inside the block, :func:`reward` finds ``ctx``. The
+    episode's own :func:`episode_scope` (held by the runner) is left untouched.
+    """
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
         _current.reset(token)
 
 

@@ -51,5 +51,4 @@ def episode_in_context() -> EpisodeContext | None:
     back to "the single episode running in this process", so a call made from a thread that
     lost its context is flagged instead of being attributed by a guess.
     """
-    # fulmen.context exposes no contextvar-only lookup yet (asked of core); read its variable.
-    return _fulmen_context._current.get()
+    return _fulmen_context.scoped_episode()

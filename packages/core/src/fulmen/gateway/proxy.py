@@ -5,6 +5,10 @@ Order of a call: episode open? (404/409) → body (413/400) → reserve seqs →
 is durable before the agent sees the response (non-streaming) or the final ``data: [DONE]``
 (streaming: chunks are relayed as they arrive, stripped of what the agent did not ask for).
 
+Contract adapters rely on: every generation response (streaming or not) carries the header
+``X-Request-Id: {episode}.{first_seq}``, and its body id is the upstream's ``chatcmpl-{that}``,
+so a framework that hides the body id (a stream end event) can still join by the header.
+
 Upstream failures: connection errors, HTTP 5xx, invalid bodies and broken streams give 502,
 timeouts 504; each is counted for the episode and nothing is recorded for that call. Upstream
 4xx (the agent's own request was bad, e.g. vLLM's context-length 400) reach the agent unchanged.
