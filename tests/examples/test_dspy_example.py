@@ -6,62 +6,22 @@ imported, which must not leak into this test process.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fulmen.store import open_store
-
-REPO = Path(__file__).resolve().parents[2]
-SMOKE = REPO / "examples" / "dspy_calculator" / "smoke.toml"
-
-
-def _toml(raw: dict[str, Any]) -> str:
-    top = [f"{k} = {json.dumps(v)}" for k, v in raw.items() if not isinstance(v, dict)]
-    lines = list(top)
-    for section, table in raw.items():
-        if isinstance(table, dict):
-            lines.append(f"[{section}]")
-            lines.extend(f"{k} = {json.dumps(v)}" for k, v in table.items())
-    return "\n".join(lines) + "\n"
+from _smoke import run_smoke
 
 
 @pytest.mark.slow
 def test_dspy_smoke_config_trains_and_records_dspy_structure(tmp_path: Path) -> None:
-    raw = tomllib.loads(SMOKE.read_text())
-    raw["run"]["output_dir"] = str(tmp_path / "run")
-    raw["model"]["path"] = str(tmp_path / "base")
-    config = tmp_path / "smoke.toml"
-    config.write_text(_toml(raw))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-m", "fulmen.cli", "train", str(config)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in metrics]
-    train = [r for r in rows if r["kind"] == "train"]
-    assert [r["step"] for r in train] == [1, 2]
+    run = run_smoke("dspy_calculator", tmp_path)
+    assert [r["step"] for r in run.train] == [1, 2]
     # The smoke model is barely warm-started: groups may all score 0 (no update), as in
     # examples/calculator's smoke run; what matters here is that every episode ran.
-    assert all(r["episodes"] > 0 and r["failed_episodes"] == 0 for r in train)
-    assert all(r["llm_calls"] >= r["episodes"] for r in train)
-    assert [r for r in rows if r["kind"] == "eval"]
-    store = open_store(tmp_path / "run" / "episodes.db")
-    try:
-        transitions = [t for e in store.list_episodes() for t in store.transitions(e.id)]
-    finally:
-        store.close()
+    assert all(r["episodes"] > 0 and r["failed_episodes"] == 0 for r in run.train)
+    assert all(r["llm_calls"] >= r["episodes"] for r in run.train)
+    assert run.evals
+    transitions = run.transitions
     assert transitions
     assert all(t.metadata.get("framework") == "dspy" for t in transitions)
     assert {t.agent for t in transitions} == {"CalculatorAgent"}

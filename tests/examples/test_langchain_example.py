@@ -4,61 +4,22 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _smoke import REPO, run_smoke
 from fulmen import Task
-from fulmen.store import open_store
 from fulmen_local.tasks.calculator import calculator
 from fulmen_testkit import MODEL, KitStack
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "langchain_calculator"
-
-
-def _toml(raw: dict[str, Any]) -> str:
-    lines = [f"backend = {json.dumps(raw.pop('backend'))}"]
-    for section, table in raw.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {json.dumps(value)}" for key, value in table.items())
-    return "\n".join(lines) + "\n"
 
 
 @pytest.mark.slow
 def test_smoke_config_trains_and_records_graph_structure(tmp_path: Path) -> None:
-    raw = tomllib.loads((EXAMPLE / "smoke.toml").read_text())
-    raw["run"]["output_dir"] = str(tmp_path / "run")
-    raw["model"]["path"] = str(tmp_path / "base")
-    config = tmp_path / "smoke.toml"
-    config.write_text(_toml(raw))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-m", "fulmen.cli", "train", str(config)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-    out = tmp_path / "run"
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in rows if r["kind"] == "train"]
-    assert [r["step"] for r in train] == [1, 2]
-    assert all(r["failed_episodes"] == 0 and r["episodes"] == 16 for r in train)
-    assert [r["step"] for r in rows if r["kind"] == "eval"]
-
-    store = open_store(out / "episodes.db")
-    try:
-        transitions = [t for e in store.list_episodes() for t in store.transitions(e.id)]
-    finally:
-        store.close()
+    run = run_smoke("langchain_calculator", tmp_path)
+    assert [r["step"] for r in run.train] == [1, 2]
+    assert all(r["failed_episodes"] == 0 and r["episodes"] == 16 for r in run.train)
+    assert run.evals
+    transitions = run.transitions
     assert transitions
     for t in transitions:
         assert t.metadata.get("framework") == "langchain", t.metadata

@@ -1,0 +1,116 @@
+"""Two frameworks, one episode: a LangGraph planner hands the sub-task to an AutoGen solver.
+
+The graph ``planner`` (LangGraph) has two nodes. ``plan`` asks the model, through LangChain's
+``ChatOpenAI``, for a one-line plan; ``solve`` hands the question to ``solver``, an AutoGen
+``AssistantAgent`` with the calculator tool (the same system prompt and tool schema as
+``examples/calculator``, which the tiny model was warm-started on). Both adapters are attached,
+so every recorded call carries its agent (``planner`` or ``solver``) and its framework
+(``langchain`` or ``autogen``).
+
+Rewards are routed per agent: the solver's answer scores ``agent="solver"`` (the episode's main
+outcome), the plan gets a small format reward ``name="plan", agent="planner"``. The training
+configs set ``[credit] agents = ["solver"]``: only the solver learns; the planner's calls are
+recorded but masked out of every batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.messages import TextMessage
+from fulmen import EpisodeContext, Task
+from fulmen_autogen import model_client
+from fulmen_langchain import LangChainAdapter
+from fulmen_local.tasks.calculator import SYSTEM_PROMPT, check_answer, make_splits
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
+from langgraph.graph import END, START, StateGraph
+
+from examples.autogen_calculator.agent import ADAPTER as AUTOGEN_ADAPTER
+from examples.autogen_calculator.agent import CalculatorTool
+
+PLANNER = "planner"
+"""The LangGraph graph's name: the agent name of the planner's calls."""
+SOLVER = "solver"
+"""The AutoGen agent's name."""
+MODEL = "policy"
+"""The model name the trainer serves (``[model] name``)."""
+PLANNER_PROMPT = "You are a planner. Say in one short line how to answer the question."
+
+ADAPTERS = (LangChainAdapter().attach(), AUTOGEN_ADAPTER)
+"""fulmen's one line per framework (the AutoGen calculator example, whose tool the solver
+uses, attaches the AutoGen adapter when it is imported)."""
+
+
+class State(TypedDict):
+    """The graph's state."""
+
+    question: str
+    plan: str
+    answer: str | None
+
+
+def build_graph(ctx: EpisodeContext) -> Any:
+    """``plan`` (LangChain model call) → ``solve`` (AutoGen agent with the calculator tool)."""
+    planner_model = ChatOpenAI(
+        base_url=ctx.base_url,
+        api_key=ctx.api_key,  # pyright: ignore[reportArgumentType]
+        model=MODEL,
+        use_responses_api=False,
+        max_completion_tokens=24,
+        timeout=120,
+        max_retries=0,
+    )
+
+    async def plan(state: State) -> dict[str, str]:
+        reply = await planner_model.ainvoke(
+            [SystemMessage(PLANNER_PROMPT), HumanMessage(state["question"])]
+        )
+        return {"plan": reply.text}
+
+    async def solve(state: State) -> dict[str, str | None]:
+        solver = AssistantAgent(
+            SOLVER,
+            model_client=model_client(ctx, MODEL, agent=SOLVER, max_tokens=96, timeout=120.0),
+            tools=[CalculatorTool()],
+            system_message=SYSTEM_PROMPT,
+            reflect_on_tool_use=False,
+            max_tool_iterations=3,
+        )
+        result = await solver.run(task=state["question"])
+        last = result.messages[-1]
+        return {"answer": last.content if isinstance(last, TextMessage) else None}
+
+    builder = StateGraph(State)
+    builder.add_node("plan", plan)
+    builder.add_node("solve", solve)
+    builder.add_edge(START, "plan")
+    builder.add_edge("plan", "solve")
+    builder.add_edge("solve", END)
+    return builder.compile(name=PLANNER)
+
+
+async def run(task: Task, ctx: EpisodeContext) -> dict[str, str | None]:
+    """One episode: returns ``{"plan": ..., "answer": ...}``."""
+    state: State = {"question": str(task.data["question"]), "plan": "", "answer": None}
+    final = await build_graph(ctx).ainvoke(state)
+    return {"plan": final["plan"], "answer": final["answer"]}
+
+
+def reward(task: Task, output: dict[str, str | None], ctx: EpisodeContext) -> None:
+    """Per-agent rewards: the solver's exact answer (the outcome), the plan's format."""
+    correct = check_answer(output["answer"], task.data["answer"])
+    ctx.reward(1.0 if correct else 0.0, agent=SOLVER)
+    plan = output["plan"] or ""
+    ctx.reward(1.0 if 0 < len(plan) <= 120 else 0.0, name="plan", agent=PLANNER)
+
+
+def train_tasks() -> list[dict[str, Any]]:
+    """The calculator's training split (seeded)."""
+    return [dict(p) for p in make_splits(seed=0)[0]]
+
+
+def eval_tasks() -> list[dict[str, Any]]:
+    """The held-out split (seeded; no expression shared with training)."""
+    return [dict(p) for p in make_splits(seed=0)[1]]

@@ -1,0 +1,136 @@
+"""The mixed multi-agent example: a LangGraph planner and an AutoGen solver in one episode.
+
+Checks that every call carries the right agent and framework, that concurrent mixed episodes
+never mix, that rewards are routed per agent, and that ``[credit] agents = ["solver"]`` masks
+exactly the planner's calls — in the batch builder and in a real training run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from _smoke import REPO, run_smoke
+from fulmen.batch import build_batch, group_records
+from fulmen.credit import GRPOAssigner
+from fulmen.protocol import EpisodeRecord, EpisodeStatus
+from fulmen.store import open_store
+
+ROUTED_REWARD = '''
+import zlib
+
+def reward(task, output, ctx):
+    """Varies with the episode (so GRPO groups have signal); routed per agent."""
+    ctx.reward(float(zlib.crc32(ctx.episode_id.encode()) % 2), agent="solver")
+    planner = float(zlib.crc32(ctx.episode_id.encode() + b"/planner") % 2)
+    ctx.reward(planner, agent="planner")  # the planner's own outcome: trainable if selected
+'''
+
+PROBE = """
+import json, sys
+from pathlib import Path
+from fulmen import Task
+from fulmen.gateway import Gateway
+from fulmen.runner import Runner
+from fulmen.store import open_store
+from fulmen.testing import VllmDouble
+from examples.multi_agent import agent as example
+from routed_reward import reward
+
+out = Path(sys.argv[1])
+double = VllmDouble(model=example.MODEL)  # stands in for vLLM
+store = open_store(out / "episodes.db")
+gateway = Gateway(store, double.start_in_thread())
+gateway.start_in_thread()
+tasks = [Task(id=str(p["id"]), data=p) for p in example.train_tasks()[:4]]
+results = Runner(gateway, concurrency=16, max_attempts=1, reward_fn=reward).run(
+    example.run, tasks, group_size=4, group_prefix="g"
+)
+(out / "episodes.json").write_text(json.dumps([r.episode.id for r in results]))
+gateway.stop_thread()
+double.stop_thread()
+store.close()
+"""
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> list[EpisodeRecord]:
+    """16 concurrent mixed episodes (4 tasks x 4) through a real gateway, in a subprocess (the
+    example attaches its adapters on import)."""
+    out = tmp_path_factory.mktemp("mixed")
+    (out / "routed_reward.py").write_text(ROUTED_REWARD)
+    (out / "probe.py").write_text(PROBE)
+    done = subprocess.run(
+        [sys.executable, str(out / "probe.py"), str(out)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(out)])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with open_store(out / "episodes.db") as store:
+        return store.records(json.loads((out / "episodes.json").read_text()))
+
+
+def test_every_call_carries_its_agent_and_framework(mixed: list[EpisodeRecord]) -> None:
+    assert len(mixed) == 16
+    for record in mixed:
+        assert record.episode.status is EpisodeStatus.SUCCEEDED, record.episode.error
+        question = str(record.episode.task.data["question"])
+        planner, *solver = record.transitions
+        assert (planner.agent, planner.metadata["framework"]) == ("planner", "langchain")
+        assert planner.metadata["node"] == "plan"
+        assert planner.metadata["path"][:2] == ["planner", "plan"]
+        assert solver and all(
+            (t.agent, t.metadata["framework"]) == ("solver", "autogen") for t in solver
+        )
+        for t in record.transitions:  # concurrent episodes never mix
+            assert t.trainable and question in str(t.request_messages)
+        (result,) = solver[0].metadata["tool_results"]  # the calculator ran for the solver
+        assert result["name"] == "calculator"
+        assert result["tool_call_id"] == solver[0].tool_calls[0]["id"]
+
+
+def test_rewards_are_routed_per_agent(mixed: list[EpisodeRecord]) -> None:
+    for record in mixed:
+        assert sorted(str(r.agent) for r in record.rewards) == ["planner", "solver"]
+
+
+def test_selection_masks_exactly_the_other_agents(mixed: list[EpisodeRecord]) -> None:
+    groups = group_records(mixed)
+    everyone = build_batch(groups, GRPOAssigner())
+    solver_only = build_batch(groups, GRPOAssigner(agents=["solver"]))
+    assert {r.agent for r in everyone.rows} == {"planner", "solver"}
+    assert {r.agent for r in solver_only.rows} == {"solver"}
+    planner_calls = sum(t.agent == "planner" for rec in mixed for t in rec.transitions)
+    assert solver_only.stats["agent_not_selected_transitions"] == planner_calls
+    # the solver's rows are exactly the same with or without the planner in training
+    solver_rows = [r for r in everyone.rows if r.agent == "solver"]
+    assert [(r.episode_id, r.seqs) for r in solver_only.rows] == [
+        (r.episode_id, r.seqs) for r in solver_rows
+    ]
+
+
+@pytest.mark.slow
+def test_training_run_trains_only_the_solver(tmp_path: Path) -> None:
+    (tmp_path / "routed_reward.py").write_text(textwrap.dedent(ROUTED_REWARD))
+    run = run_smoke(
+        "multi_agent",
+        tmp_path,
+        overrides={"agent": {"reward": "routed_reward:reward"}, "train": {"learning_rate": 1e-2}},
+        python_path=(tmp_path,),
+    )
+    assert [r["step"] for r in run.train] == [1, 2]
+    for row in run.train:
+        assert row["failed_episodes"] == 0
+        # one planner call per episode, all masked; the solver's calls made the rows
+        assert row["batch/agent_not_selected_transitions"] == row["episodes"]
+    assert any(r["rows"] > 0 for r in run.train), "no step had signal: nothing was trained"
+    frameworks = {(t.agent, t.metadata.get("framework")) for t in run.transitions}
+    assert frameworks == {("planner", "langchain"), ("solver", "autogen")}
