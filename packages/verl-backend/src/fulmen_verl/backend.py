@@ -1,0 +1,121 @@
+"""``VerlBackend``: ``fulmen train CONFIG --backend verl`` (entry point ``fulmen.backends:verl``).
+
+``train`` validates everything it can without a GPU first (the fulmen config, ``[verl]``,
+verl's own config checks on the composed Hydra config), then checks for CUDA and vLLM and
+fails with a message that says what is missing, before starting Ray.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from fulmen.config import ConfigError, TrainConfig, load_config
+
+from fulmen_verl.config import (
+    VerlConfig,
+    check_verl_config,
+    compose_verl_config,
+    parse_verl_options,
+    to_hydra_overrides,
+)
+
+__all__ = ["GPUUnavailableError", "PreparedJob", "VerlBackend", "prepare_job", "require_gpu_stack"]
+
+
+class GPUUnavailableError(RuntimeError):
+    """The verl backend needs CUDA GPUs and vLLM; the message names what is missing."""
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class PreparedJob:
+    """A validated job: the fulmen config, ``[verl]``, and verl's composed config."""
+
+    def __init__(
+        self, config: TrainConfig, verl: VerlConfig, hydra: Any, overrides: list[str]
+    ) -> None:
+        self.config = config
+        self.verl = verl
+        self.hydra = hydra
+        """verl's composed ``DictConfig``."""
+        self.overrides = overrides
+        """The Hydra overrides it was composed from."""
+
+
+def prepare_job(config_path: Path, *, model_path: str | None = None) -> PreparedJob:
+    """Load and validate ``config_path`` for verl (no GPU needed, ~30 s for verl's import).
+
+    ``model_path`` defaults to ``[model] path`` resolved (the model is not built here).
+
+    Raises:
+        ConfigError: invalid fulmen config, ``[verl]`` section, or verl config.
+    """
+    config = load_config(config_path)
+    verl = parse_verl_options(config.backend_options.get("verl", {}), source=str(config_path))
+    path = model_path or str(config.resolve(config.model.path).resolve())
+    overrides = to_hydra_overrides(config, verl, model_path=path)
+    hydra = compose_verl_config(overrides)
+    check_verl_config(hydra)
+    return PreparedJob(config, verl, hydra, overrides)
+
+
+def require_gpu_stack(verl: VerlConfig) -> None:
+    """Check for CUDA GPUs and vLLM (imported lazily, here only).
+
+    Raises:
+        GPUUnavailableError: no CUDA device, too few for one node of ``[verl]``, or no vLLM.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        raise GPUUnavailableError(
+            "the verl backend needs NVIDIA GPUs with CUDA, and this machine has none "
+            f"(torch {torch.__version__} sees no CUDA device). Run on a GPU machine after "
+            "`uv sync --locked --group gpu --no-group cpu`, or use `--backend local` on CPU."
+        )
+    have = torch.cuda.device_count()
+    if verl.nnodes == 1 and have < verl.n_gpus_per_node:
+        raise GPUUnavailableError(
+            f"[verl] n_gpus_per_node = {verl.n_gpus_per_node} but this machine has {have} GPU(s)"
+        )
+    try:
+        import vllm  # pyright: ignore[reportMissingImports, reportUnusedImport]  # noqa: F401
+    except ImportError as exc:
+        raise GPUUnavailableError(
+            f"vLLM is not installed ({exc}); install the GPU stack with "
+            "`uv sync --locked --group gpu --no-group cpu` (verl[vllm]==0.9.1)"
+        ) from None
+
+
+class VerlBackend:
+    """Trains with verl (Ray, FSDP) and vLLM behind fulmen's gateway (see the README)."""
+
+    def train(self, config_path: Path, *, resume: bool = False) -> int:
+        """Validate, check the GPU stack, train; returns 0, or 2 with a message on stderr."""
+        from fulmen_verl.trainer import prepare_model, run_verl_training
+
+        try:
+            job = prepare_job(config_path)
+            _log(f"config ok: verl config composed and validated ({len(job.overrides)} overrides)")
+            require_gpu_stack(job.verl)
+            prepare_model(job.config, _log)
+            reports = run_verl_training(job.config, job.verl, job.hydra, log=_log, resume=resume)
+        except (ConfigError, GPUUnavailableError) as exc:
+            _log(f"error: {exc}")
+            return 2
+        if reports:
+            print(f"trained {len(reports)} steps · last reward {reports[-1].reward_mean:.3f}")
+        return 0
+
+    def evaluate(self, config_path: Path, *, checkpoint: Path | None = None) -> int:
+        """Not implemented by the verl backend: evaluate a saved checkpoint with
+        ``--backend local`` (any Hugging Face directory) or a vLLM server behind the gateway."""
+        _log(
+            "error: `fulmen eval --backend verl` is not implemented; convert the checkpoint with "
+            "`python -m verl.model_merger merge` and evaluate it with `--backend local`"
+        )
+        return 2

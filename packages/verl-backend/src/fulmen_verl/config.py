@@ -1,0 +1,374 @@
+"""The ``[verl]`` config section (:class:`VerlConfig`) and its one mapping to verl's Hydra config.
+
+:func:`to_hydra_overrides` is the only place in fulmen where verl's dotted keys exist: it
+turns the fulmen config (``[model]``, ``[train]``, ``[batch]``, ``[run]``) plus ``[verl]``
+into overrides of verl 0.9.1's own ``ppo_trainer.yaml``. :func:`compose_verl_config` composes
+them with Hydra and :func:`check_verl_config` runs verl's own validation (``validate_config``
+and the ``FSDPActorConfig`` / ``RolloutConfig`` dataclasses) on the result. All of this works
+on a machine without a GPU; only the first import of verl is slow (~30 s).
+
+Example::
+
+    [verl]
+    n_gpus_per_node = 1
+    gpu_memory_utilization = 0.4
+    rollout_correction = "bypass"     # PPO ratio against the exact rollout logprobs
+    rollout_is = "token"              # truncated importance sampling (TIS)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin, get_type_hints
+
+from fulmen.config import ConfigError, TrainConfig
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+__all__ = [
+    "LossAggMode",
+    "OldLogprobMode",
+    "VerlConfig",
+    "check_verl_config",
+    "compose_verl_config",
+    "parse_verl_options",
+    "to_hydra_overrides",
+]
+
+LossAggMode = Literal[
+    "token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"
+]
+"""verl's ``actor.loss_agg_mode``: how per-token losses become one number."""
+
+OldLogprobMode = Literal["bypass", "recompute"]
+"""Where the PPO ratio's denominator comes from: ``bypass`` uses the exact rollout logprobs
+recorded by the gateway (verl's ``rollout_correction.bypass_mode``, no extra forward pass);
+``recompute`` runs the trainer's forward pass for ``old_log_probs`` and corrects the
+rollout/trainer mismatch with importance weights from the recorded logprobs."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerlConfig:
+    """``[verl]``: the distributed backend's own settings (everything else comes from the
+    shared sections; see the package README for the full mapping)."""
+
+    n_gpus_per_node: int = 1
+    """GPUs per node used by the trainer and, colocated, by vLLM (verl ``trainer.n_gpus_per_node``)."""
+    nnodes: int = 1
+    """Nodes of the Ray cluster (verl ``trainer.nnodes``)."""
+    ray_address: str | None = None
+    """Ray cluster to join (``"auto"`` on a node of a started cluster); None starts a local one."""
+    strategy: Literal["fsdp", "fsdp2"] = "fsdp2"
+    """verl's training engine."""
+    tensor_parallel_size: int = 1
+    """vLLM tensor parallelism per replica; replicas = total GPUs / this."""
+    gpu_memory_utilization: float = 0.5
+    """Fraction of GPU memory vLLM may take (the trainer shares the GPU while vLLM sleeps)."""
+    dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    """Rollout dtype."""
+    enforce_eager: bool = False
+    """Disable CUDA graphs in vLLM (faster start, slower decode)."""
+    tool_call_parser: str | None = "hermes"
+    """vLLM ``--tool-call-parser`` (with ``--enable-auto-tool-choice``); None: no tool parsing."""
+    max_tokens_per_gpu: int = 16384
+    """Token budget of one forward/backward micro-batch per GPU (verl dynamic batch size)."""
+    num_mini_batches: int = 1
+    """Optimizer steps per training step; the step's rows are split evenly (1: on-policy)."""
+    ppo_epochs: int = 1
+    """Passes over the step's rows."""
+    loss_agg_mode: LossAggMode = "token-mean"
+    """verl's loss aggregation."""
+    old_logprobs: OldLogprobMode = "bypass"
+    """See :data:`OldLogprobMode`."""
+    rollout_is: Literal["token", "sequence"] | None = "token"
+    """Importance-sampling correction level (verl ``rollout_correction.rollout_is``); None: off."""
+    rollout_is_threshold: float = 2.0
+    """Upper truncation of the importance weights (TIS)."""
+    rollout_rs: str | None = None
+    """verl rejection-sampling mode (``rollout_correction.rollout_rs``); None: off."""
+    rollout_rs_threshold: float | None = None
+    """Threshold of ``rollout_rs``."""
+    param_offload: bool = False
+    """Offload FSDP parameters to CPU between uses."""
+    optimizer_offload: bool = False
+    """Offload optimizer state to CPU between uses."""
+    gradient_checkpointing: bool = True
+    """Activation checkpointing in the actor."""
+    gateway_host: str = "127.0.0.1"
+    """Interface the gateway binds (``0.0.0.0`` when runners on other machines reach it)."""
+    gateway_port: int = 0
+    """Port of the gateway (0: any free port)."""
+    ray_runners: int = 0
+    """Run agent episodes in this many Ray actors (0: in the trainer process)."""
+    overrides: tuple[str, ...] = ()
+    """Extra raw Hydra overrides of verl's config, applied last (an escape hatch)."""
+
+    def __post_init__(self) -> None:
+        positive = {
+            "n_gpus_per_node": self.n_gpus_per_node,
+            "nnodes": self.nnodes,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "max_tokens_per_gpu": self.max_tokens_per_gpu,
+            "num_mini_batches": self.num_mini_batches,
+            "ppo_epochs": self.ppo_epochs,
+        }
+        for key, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"[verl] {key} = {value}: must be at least 1")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(
+                f"[verl] gpu_memory_utilization = {self.gpu_memory_utilization}: must be in (0, 1]"
+            )
+        if (self.n_gpus_per_node * self.nnodes) % self.tensor_parallel_size:
+            raise ConfigError(
+                f"[verl] tensor_parallel_size = {self.tensor_parallel_size} must divide the GPU count "
+                f"({self.n_gpus_per_node} x {self.nnodes})"
+            )
+        if self.rollout_is_threshold <= 1:
+            raise ConfigError(
+                f"[verl] rollout_is_threshold = {self.rollout_is_threshold}: must be > 1"
+            )
+        if self.ray_runners < 0 or not 0 <= self.gateway_port < 65536:
+            raise ConfigError("[verl] ray_runners must be >= 0 and gateway_port in [0, 65535]")
+
+    @property
+    def total_gpus(self) -> int:
+        """GPUs of the whole job."""
+        return self.n_gpus_per_node * self.nnodes
+
+
+def parse_verl_options(raw: Mapping[str, Any], *, source: str = "config") -> VerlConfig:
+    """Validate the raw ``[verl]`` table (``TrainConfig.backend_options["verl"]``).
+
+    Raises:
+        ConfigError: unknown key (with a suggestion), wrong type or out-of-range value.
+    """
+    hints = get_type_hints(VerlConfig)
+    known = {f.name: f for f in fields(VerlConfig)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{source}: [verl] unknown key {key!r}.{hint} Allowed: {', '.join(sorted(known))}."
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{source}: [verl] {key}")
+    try:
+        return VerlConfig(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    args = get_args(tp)
+    if args and type(None) in args and get_origin(tp) is not Literal:
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if get_origin(tp) is Literal:
+        if value not in args:
+            raise ConfigError(f"{where} = {value!r}: expected one of {', '.join(map(repr, args))}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} = {value!r}: expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} = {value!r}: expected an integer")
+        return value
+    if tp is float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ConfigError(f"{where} = {value!r}: expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} = {value!r}: expected a string")
+        return value
+    if get_origin(tp) is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):  # pyright: ignore[reportUnknownVariableType]
+            raise ConfigError(f"{where} = {value!r}: expected a list of strings")
+        return tuple(value)  # pyright: ignore[reportUnknownArgumentType]
+    raise ConfigError(f"{where}: unsupported type {tp!r}")  # pragma: no cover
+
+
+def _fmt(value: object) -> str:
+    """A Hydra override value: strings are always quoted, so paths and names stay strings."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def to_hydra_overrides(config: TrainConfig, verl: VerlConfig, *, model_path: str) -> list[str]:
+    """Map the fulmen config onto verl's ``ppo_trainer`` Hydra config (the only such mapping).
+
+    Args:
+        config: the whole fulmen config (``[model]``, ``[train]``, ``[batch]``, ``[run]``).
+        verl: the validated ``[verl]`` section.
+        model_path: absolute directory of the base model (``[model] path`` resolved/built).
+
+    Returns:
+        Hydra override strings (``key=value``, ``+key=value`` for keys verl's YAML lacks),
+        ending with ``verl.overrides`` verbatim.
+
+    Batch sizing: verl's dataloader and ``rollout.n`` are not used (fulmen's runner makes the
+    groups), so ``data.train_batch_size`` is ``tasks_per_step x group_size`` and ``rollout.n``
+    is 1 only to satisfy verl's validation; each step trains on *all* its rows (see
+    :mod:`fulmen_verl.dataproto`).
+    """
+    t = config.train
+    out = config.resolve(config.run.output_dir)
+    episodes = t.tasks_per_step * t.group_size
+    ov: dict[str, object] = {
+        # model
+        "actor_rollout_ref.model.path": model_path,
+        "actor_rollout_ref.model.use_remove_padding": True,
+        "actor_rollout_ref.model.enable_gradient_checkpointing": verl.gradient_checkpointing,
+        # actor (policy loss, optimizer, micro-batches)
+        "actor_rollout_ref.actor.strategy": verl.strategy,
+        "actor_rollout_ref.actor.optim.lr": t.learning_rate,
+        "actor_rollout_ref.actor.optim.weight_decay": t.weight_decay,
+        "actor_rollout_ref.actor.optim.clip_grad": t.grad_clip,
+        "actor_rollout_ref.actor.grad_clip": t.grad_clip,
+        "actor_rollout_ref.actor.clip_ratio": t.clip_eps,
+        "actor_rollout_ref.actor.clip_ratio_low": t.clip_eps,
+        "actor_rollout_ref.actor.clip_ratio_high": t.clip_eps,
+        "actor_rollout_ref.actor.use_kl_loss": t.kl_coef > 0,
+        "actor_rollout_ref.actor.kl_loss_coef": t.kl_coef,
+        "actor_rollout_ref.actor.kl_loss_type": "low_var_kl",
+        "actor_rollout_ref.actor.loss_agg_mode": verl.loss_agg_mode,
+        "actor_rollout_ref.actor.ppo_epochs": verl.ppo_epochs,
+        "actor_rollout_ref.actor.ppo_mini_batch_size": episodes,
+        "actor_rollout_ref.actor.use_dynamic_bsz": True,
+        "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": verl.max_tokens_per_gpu,
+        "actor_rollout_ref.actor.data_loader_seed": config.run.seed,
+        "actor_rollout_ref.actor.fsdp_config.param_offload": verl.param_offload,
+        "actor_rollout_ref.actor.fsdp_config.optimizer_offload": verl.optimizer_offload,
+        "actor_rollout_ref.ref.fsdp_config.param_offload": verl.param_offload,
+        # rollout (vLLM behind fulmen's gateway)
+        "actor_rollout_ref.rollout.name": "vllm",
+        "actor_rollout_ref.rollout.mode": "async",
+        "actor_rollout_ref.rollout.n": 1,
+        "actor_rollout_ref.rollout.temperature": t.temperature,
+        "actor_rollout_ref.rollout.seed": config.run.seed,
+        "actor_rollout_ref.rollout.tensor_model_parallel_size": verl.tensor_parallel_size,
+        "actor_rollout_ref.rollout.gpu_memory_utilization": verl.gpu_memory_utilization,
+        "actor_rollout_ref.rollout.dtype": verl.dtype,
+        "actor_rollout_ref.rollout.enforce_eager": verl.enforce_eager,
+        "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu": verl.max_tokens_per_gpu,
+        "+actor_rollout_ref.rollout.engine_kwargs.vllm.served_model_name": config.model.name,
+        "data.max_response_length": t.max_tokens,
+        "data.train_batch_size": episodes,
+        # algorithm: advantages come from fulmen's credit assigner; rollout correction from verl
+        "algorithm.adv_estimator": "grpo",
+        "critic.enable": False,
+        "algorithm.rollout_correction.bypass_mode": verl.old_logprobs == "bypass",
+        "algorithm.rollout_correction.rollout_is": verl.rollout_is,
+        "algorithm.rollout_correction.rollout_is_threshold": verl.rollout_is_threshold,
+        "algorithm.rollout_correction.rollout_rs": verl.rollout_rs,
+        "algorithm.rollout_correction.rollout_rs_threshold": verl.rollout_rs_threshold,
+        # trainer / cluster
+        "trainer.device": "cuda",
+        "trainer.n_gpus_per_node": verl.n_gpus_per_node,
+        "trainer.nnodes": verl.nnodes,
+        "trainer.total_training_steps": t.steps,
+        "trainer.total_epochs": 1,
+        "trainer.save_freq": t.checkpoint_every,
+        "trainer.test_freq": -1,
+        "trainer.val_before_train": False,
+        "trainer.resume_mode": "auto",
+        "trainer.balance_batch": True,
+        "trainer.logger": "['console']",
+        "trainer.project_name": "fulmen",
+        "trainer.experiment_name": config.run.name,
+        "trainer.default_local_dir": str(out / "checkpoints"),
+    }
+    if verl.tool_call_parser is not None:
+        ov["+actor_rollout_ref.rollout.engine_kwargs.vllm.enable_auto_tool_choice"] = True
+        ov["+actor_rollout_ref.rollout.engine_kwargs.vllm.tool_call_parser"] = verl.tool_call_parser
+    if verl.old_logprobs == "bypass":
+        # the workers read the loss from their own copy of the actor config, made at start-up
+        ov["actor_rollout_ref.actor.policy_loss.loss_mode"] = "bypass_mode"
+        for key in (
+            "bypass_mode",
+            "rollout_is",
+            "rollout_is_threshold",
+            "rollout_rs",
+            "rollout_rs_threshold",
+        ):
+            ov[f"+actor_rollout_ref.actor.policy_loss.rollout_correction.{key}"] = ov[
+                f"algorithm.rollout_correction.{key}"
+            ]
+    if config.batch.max_len is not None:
+        ov["actor_rollout_ref.rollout.max_model_len"] = config.batch.max_len
+    lines = [
+        f"{key}={value}" if key == "trainer.logger" else f"{key}={_fmt(value)}"
+        for key, value in ov.items()
+    ]
+    return [*lines, *verl.overrides]
+
+
+def compose_verl_config(overrides: list[str]) -> DictConfig:
+    """verl 0.9.1's ``ppo_trainer`` config with ``overrides`` applied, resolved.
+
+    Raises:
+        ConfigError: an override names a key verl does not have, or has a bad value.
+    """
+    import os
+
+    import verl  # pyright: ignore[reportMissingTypeStubs]
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    config_dir = os.path.join(os.path.dirname(str(verl.__file__)), "trainer", "config")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base=None):
+            cfg = compose(config_name="ppo_trainer", overrides=overrides)
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"[verl] verl rejected the config overrides: {exc}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    return cfg
+
+
+def check_verl_config(cfg: DictConfig) -> None:
+    """Run verl's own config validation (``validate_config``: actor, rollout, algorithm and
+    batch-size checks) on a composed config. Needs no GPU.
+
+    Raises:
+        ConfigError: verl rejects the config; the message is verl's.
+    """
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy  # pyright: ignore[reportMissingTypeStubs]
+    from verl.utils.config import omega_conf_to_dataclass, validate_config  # pyright: ignore[reportMissingTypeStubs]
+
+    try:
+        validate_config(
+            config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg)
+        )
+        omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)
+        omega_conf_to_dataclass(cfg.algorithm)
+    except (AssertionError, ValueError, TypeError) as exc:
+        raise ConfigError(f"[verl] verl rejected the composed config: {exc}") from None
+    except Exception as exc:  # hydra's InstantiationException wraps the dataclass checks
+        raise ConfigError(f"[verl] verl rejected the composed config: {exc}") from None

@@ -1,0 +1,109 @@
+"""One policy update on verl's workers, from a ``DataProto`` of fulmen rows.
+
+Everything numerical is verl's: the DP balancing (``RayPPOTrainer._balance_batch``), the
+old-logprob forward pass, rollout correction (``rollout_corr_helper``), the reference forward
+for the KL loss, the policy loss (``verl.workers.utils.losses.ppo_loss`` with the configured
+``policy_loss.loss_mode``, run inside the FSDP workers) and the optimizer. This module only
+wires them in the order verl's own ``RayPPOTrainer.fit`` does, minus the parts fulmen
+replaces (generation, reward, advantage estimation).
+
+verl 0.9.1 has no public API for these steps; the ``RayPPOTrainer`` methods used here are
+private (``_balance_batch``, ``_compute_old_log_prob``, ``_compute_ref_log_prob``,
+``_get_dp_size``). That is why the dependency is pinned to ``verl==0.9.1``.
+
+Two modes (``[verl] old_logprobs``):
+
+* ``bypass`` (default): ``old_log_probs`` = the exact rollout logprobs the gateway recorded
+  (verl ``apply_bypass_mode``); the loss is verl's ``bypass_mode`` policy loss, whose PPO ratio
+  is taken against the policy that actually sampled. No extra forward pass.
+* ``recompute``: the trainer recomputes ``old_log_probs``; verl's
+  ``compute_rollout_correction_and_add_to_batch`` turns the recorded rollout logprobs into
+  truncated importance weights (TIS) and optional rejection masks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["data_parallel_size", "prepare_batch", "update_actor"]
+
+
+def data_parallel_size(trainer: Any) -> int:
+    """Data-parallel ranks of the actor (the batch must split evenly over them)."""
+    return int(trainer._get_dp_size(trainer.actor_rollout_wg, "actor"))  # pyright: ignore[reportPrivateUsage]
+
+
+def prepare_batch(trainer: Any, batch: Any, metrics: dict[str, float]) -> Any:
+    """Balance ``batch`` over DP ranks and add ``old_log_probs`` (and IS weights, reference
+    logprobs) as verl's ``fit`` does. ``metrics`` receives verl's metrics. Returns the batch."""
+    cfg = trainer.config
+    if cfg.trainer.balance_batch:
+        trainer._balance_batch(batch, metrics=metrics)  # pyright: ignore[reportPrivateUsage]
+    rollout_corr = cfg.algorithm.get("rollout_correction", None)
+    if rollout_corr is not None and rollout_corr.get("bypass_mode", False):
+        from verl.trainer.ppo.rollout_corr_helper import apply_bypass_mode  # pyright: ignore[reportMissingTypeStubs]
+
+        apply_bypass_mode(
+            batch=batch,
+            rollout_corr_config=rollout_corr,
+            policy_loss_config=cfg.actor_rollout_ref.actor.policy_loss,
+        )
+    else:
+        old, _mfu = trainer._compute_old_log_prob(batch)  # pyright: ignore[reportPrivateUsage]
+        old.batch.pop("entropys")
+        batch = batch.union(old)
+        if rollout_corr is not None:
+            from verl.trainer.ppo.rollout_corr_helper import (  # pyright: ignore[reportMissingTypeStubs]
+                compute_rollout_correction_and_add_to_batch,
+            )
+
+            batch, is_metrics = compute_rollout_correction_and_add_to_batch(batch, rollout_corr)
+            metrics.update(is_metrics)
+    if trainer.use_reference_policy:
+        batch = batch.union(trainer._compute_ref_log_prob(batch))  # pyright: ignore[reportPrivateUsage]
+    return batch
+
+
+def update_actor(trainer: Any, batch: Any, *, num_mini_batches: int) -> dict[str, float]:
+    """Run verl's actor update on the whole ``batch`` in ``num_mini_batches`` optimizer steps.
+
+    Mirrors ``RayPPOTrainer._update_actor`` except for the mini-batch size: verl derives it
+    from ``ppo_mini_batch_size x rollout.n`` (fixed-size prompt batches); fulmen's row count
+    varies per step, so the mini-batch is ``len(batch) / num_mini_batches`` (the batch was
+    padded to a multiple of ``dp_size x num_mini_batches`` by
+    :func:`fulmen_verl.dataproto.rows_to_dataproto`).
+
+    Raises:
+        ValueError: the batch does not split evenly.
+    """
+    from verl.utils import tensordict_utils as tu  # pyright: ignore[reportMissingTypeStubs]
+    from verl.utils.metric import reduce_metrics  # pyright: ignore[reportMissingTypeStubs]
+    from verl.utils.py_functional import rename_dict  # pyright: ignore[reportMissingTypeStubs]
+    from verl.workers.utils.padding import left_right_2_no_padding  # pyright: ignore[reportMissingTypeStubs]
+
+    size = len(batch)
+    if size % num_mini_batches:
+        raise ValueError(
+            f"update_actor: {size} rows do not split into {num_mini_batches} mini-batches"
+        )
+    cfg = trainer.config.actor_rollout_ref
+    batch.meta_info["multi_turn"] = cfg.rollout.multi_turn.enable
+    batch.meta_info["temperature"] = cfg.rollout.temperature
+    td = left_right_2_no_padding(batch.to_tensordict())
+    mini = size // num_mini_batches
+    tu.assign_non_tensor(
+        td,
+        calculate_entropy=bool(cfg.actor.calculate_entropy or cfg.actor.entropy_coeff != 0.0),
+        distillation_use_topk=False,
+        distillation_only=False,
+        global_batch_size=mini,
+        mini_batch_size=mini,
+        epochs=cfg.actor.ppo_epochs,
+        seed=cfg.actor.data_loader_seed,
+        dataloader_kwargs={"shuffle": cfg.actor.shuffle},
+        compute_loss=True,
+    )
+    output = trainer.actor_rollout_wg.update_actor(td)
+    metrics = rename_dict(tu.get(output, "metrics"), "actor/")
+    reduced: dict[str, Any] = reduce_metrics(metrics)
+    return {k: float(v) for k, v in reduced.items() if isinstance(v, int | float)}

@@ -1,0 +1,265 @@
+"""The distributed training loop: verl's workers and vLLM, fulmen's gateway, runner and credit.
+
+Who runs where (one GPU node shown; see the README for several GPUs and nodes)::
+
+    trainer process (this module, Ray driver)
+      ├─ fulmen gateway + SQLite store ──HTTP──> verl's vLLM replicas (Ray actors, GPUs)
+      ├─ fulmen runner (or N Ray actors) ── agent code ──HTTP──> gateway
+      ├─ credit assigner + batch builder → rows → DataProto
+      └─ verl RayPPOTrainer: FSDP actor workers (Ray actors, same GPUs, colocated with vLLM)
+
+Each step: vLLM serves policy ``v_k`` (``CheckpointEngineManager.update_weights`` woke it with
+the actor's weights) → ``tasks_per_step x group_size`` episodes run through the gateway →
+vLLM sleeps (``sleep_replicas``, frees GPU memory for training) → records → credit → rows →
+``DataProto`` → :mod:`fulmen_verl.step` (verl's actor update) → ``update_weights(k + 1)``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fulmen.batch import build_batch, group_records
+from fulmen.config import ConfigError, TrainConfig
+from fulmen.credit import assigner_from_config
+from fulmen.loading import load_object, load_tasks
+from fulmen.protocol import Task
+
+from fulmen_verl.config import VerlConfig
+from fulmen_verl.dataproto import rows_to_dataproto
+from fulmen_verl.episodes import (
+    EpisodeSpec,
+    RunnerSpec,
+    SamplingMetadata,
+    run_episodes,
+    run_episodes_ray,
+)
+from fulmen_verl.servers import upstream_for
+from fulmen_verl.step import data_parallel_size, prepare_batch, update_actor
+
+__all__ = ["StepReport", "build_verl_trainer", "prepare_model", "run_verl_training"]
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepReport:
+    """What one training step did (also written to ``metrics.jsonl``)."""
+
+    step: int
+    reward_mean: float
+    """Mean outcome reward of the step's succeeded episodes."""
+    episodes: int
+    rows: int
+    """Real rows trained (inert padding rows excluded)."""
+    metrics: dict[str, float]
+
+
+def prepare_model(config: TrainConfig, log: Log) -> Path:
+    """The base model directory, built with ``[model] build`` when it does not exist yet.
+
+    Raises:
+        ConfigError: no model there and no build function.
+    """
+    path = config.resolve(config.model.path)
+    if (path / "config.json").exists():
+        return path.resolve()
+    if config.model.build is None:
+        raise ConfigError(
+            f"[model] path {str(path)!r} holds no model and [model] build is not set; point path "
+            "at a Hugging Face model directory or name a build function"
+        )
+    log(f"building the base model into {path} ({config.model.build}) …")
+    load_object(config.model.build, base_dir=config.base_dir)(path)
+    return path.resolve()
+
+
+def build_verl_trainer(cfg: Any) -> Any:
+    """verl's ``RayPPOTrainer`` for ``cfg`` (a composed config), with workers and vLLM started.
+
+    Uses verl's own task-runner helpers (``BaseTaskRunner``) for the worker classes and the
+    resource pools, exactly as ``verl.trainer.main_ppo_v0`` does; the dataloaders verl insists
+    on get a one-item placeholder dataset (fulmen's runner supplies the data).
+    """
+    from verl.trainer.main_ppo_v0 import BaseTaskRunner  # pyright: ignore[reportMissingTypeStubs]
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer  # pyright: ignore[reportMissingTypeStubs]
+    from verl.utils.config import omega_conf_to_dataclass  # pyright: ignore[reportMissingTypeStubs]
+
+    helper: Any = BaseTaskRunner()
+    _actor_cls, worker_group_cls = helper.add_actor_rollout_worker(cfg)
+    helper.add_reward_model_resource_pool(cfg)
+    pools = helper.init_resource_pool_mgr(cfg)
+    model_config: Any = omega_conf_to_dataclass(cfg.actor_rollout_ref.model)
+    placeholder: Any = [{"fulmen": 0}]
+    trainer: Any = RayPPOTrainer(
+        config=cfg,
+        tokenizer=model_config.tokenizer,
+        processor=model_config.processor,
+        role_worker_mapping=helper.role_worker_mapping,
+        resource_pool_manager=pools,
+        ray_worker_group_cls=worker_group_cls,
+        train_dataset=placeholder,
+        val_dataset=placeholder,
+        collate_fn=_identity,
+        train_sampler=None,
+    )
+    trainer.init_workers()
+    return trainer
+
+
+def _identity(items: list[Any]) -> list[Any]:
+    return items
+
+
+def _init_ray(cfg: Any, verl: VerlConfig) -> None:
+    import ray  # pyright: ignore[reportMissingTypeStubs]
+    from omegaconf import OmegaConf
+    from verl.trainer.constants_ppo import get_ppo_ray_runtime_env  # pyright: ignore[reportMissingTypeStubs]
+
+    if ray.is_initialized():
+        return
+    env: Any = OmegaConf.to_container(OmegaConf.create(get_ppo_ray_runtime_env(cfg)))
+    ray.init(address=verl.ray_address, runtime_env=env)  # pyright: ignore[reportUnknownMemberType]
+
+
+class _Sampler:
+    """Tasks in a seeded shuffled order, reshuffled at every pass."""
+
+    def __init__(self, tasks: list[Task], seed: int) -> None:
+        if not tasks:
+            raise ConfigError("[data] train gave no tasks")
+        self._tasks, self._rng, self._queue = tasks, random.Random(seed), list[Task]()
+
+    def next(self, n: int) -> list[Task]:
+        out: list[Task] = []
+        while len(out) < n:
+            if not self._queue:
+                self._queue = self._rng.sample(self._tasks, len(self._tasks))
+            out.append(self._queue.pop())
+        return out
+
+
+def run_verl_training(
+    config: TrainConfig, verl: VerlConfig, cfg: Any, *, log: Log, resume: bool = False
+) -> list[StepReport]:
+    """Run the whole job (module docstring). ``cfg`` is the composed, checked verl config.
+
+    Writes ``metrics.jsonl`` and ``episodes.db`` under ``[run] output_dir``; verl writes its
+    checkpoints under ``output_dir/checkpoints`` every ``[train] checkpoint_every`` steps;
+    ``resume`` loads the latest of them (verl ``_load_checkpoint``) and continues after its step
+    (the task sampler restarts from its seed).
+    """
+    from fulmen.gateway import Gateway
+    from fulmen.store import open_store
+
+    _init_ray(cfg, verl)
+    out = config.resolve(config.run.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = build_verl_trainer(cfg)
+    upstream, pool = upstream_for(trainer.llm_server_manager.get_addresses())
+    store = open_store(out / "episodes.db")
+    gateway = Gateway(store, upstream, host=verl.gateway_host, port=verl.gateway_port)
+    gateway.start_in_thread()
+    log(f"gateway {gateway.url} → vLLM {upstream}")
+    t = config.train
+    runner_spec = RunnerSpec(
+        agent=config.agent.entry,
+        reward=config.agent.reward,
+        base_dir=config.base_dir,
+        concurrency=config.agent.concurrency,
+        timeout_s=config.agent.timeout_s,
+        max_attempts=config.agent.max_attempts,
+    )
+    sampler = _Sampler(
+        load_tasks(config.data.train, split="train", base_dir=config.base_dir), config.run.seed
+    )
+    assigner = assigner_from_config(config.credit.assigner, config.credit.options)
+    tokenizer = trainer.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    divisor = data_parallel_size(trainer) * verl.num_mini_batches
+    workers: list[Any] = []
+    reports: list[StepReport] = []
+    first = 1
+    if resume:
+        trainer._load_checkpoint()  # pyright: ignore[reportPrivateUsage]
+        first = int(trainer.global_steps) + 1
+        log(f"resumed at step {first - 1}")
+    try:
+        trainer.checkpoint_manager.update_weights(first - 1)
+        with (out / "metrics.jsonl").open("a") as sink:
+            for step in range(first, t.steps + 1):
+                started = time.perf_counter()
+                spec = EpisodeSpec(
+                    tasks=tuple(sampler.next(t.tasks_per_step)),
+                    group_size=t.group_size,
+                    group_prefix=f"step{step}",
+                    description=f"step {step}",
+                    metadata=SamplingMetadata(
+                        temperature=t.temperature, seed=config.run.seed, step=step
+                    ),
+                )
+                if verl.ray_runners:
+                    ids, workers = run_episodes_ray(
+                        gateway.url, runner_spec, spec, actors=verl.ray_runners, workers=workers
+                    )
+                else:
+                    ids = run_episodes(gateway, runner_spec, spec)
+                trainer.checkpoint_manager.sleep_replicas()
+                records = store.records(ids)
+                batch = build_batch(
+                    group_records(records),
+                    assigner,
+                    mode=config.batch.mode,
+                    max_len=config.batch.max_len,
+                    overlong=config.batch.overlong,
+                )
+                metrics: dict[str, float] = {f"batch/{k}": float(v) for k, v in batch.stats.items()}
+                metrics["rollout_s"] = time.perf_counter() - started
+                if batch.rows:
+                    data = rows_to_dataproto(
+                        batch.rows,
+                        pad_token_id=int(pad),
+                        size_divisor=divisor,
+                        temperature=t.temperature,
+                    )
+                    data = prepare_batch(trainer, data, metrics)
+                    metrics.update(
+                        update_actor(trainer, data, num_mini_batches=verl.num_mini_batches)
+                    )
+                trainer.global_steps = step
+                if step % t.checkpoint_every == 0 or step == t.steps:
+                    trainer._save_checkpoint()  # pyright: ignore[reportPrivateUsage]
+                trainer.checkpoint_manager.update_weights(step)
+                outcomes = [
+                    sum(r.value for r in rec.rewards if r.name is None and r.step is None)
+                    for rec in records
+                    if rec.episode.status == "succeeded"
+                ]
+                report = StepReport(
+                    step=step,
+                    reward_mean=statistics.fmean(outcomes) if outcomes else 0.0,
+                    episodes=len(records),
+                    rows=len(batch.rows),
+                    metrics=metrics,
+                )
+                reports.append(report)
+                sink.write(
+                    json.dumps({"step": step, "reward_mean": report.reward_mean, **metrics}) + "\n"
+                )
+                sink.flush()
+                log(
+                    f"step {step}/{t.steps} · reward {report.reward_mean:.3f} · episodes "
+                    f"{report.episodes} · rows {report.rows} · {time.perf_counter() - started:.1f} s"
+                )
+    finally:
+        gateway.stop_thread()
+        if pool is not None:
+            pool.stop_thread()
+        store.close()
+    return reports

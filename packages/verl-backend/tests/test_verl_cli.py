@@ -1,0 +1,48 @@
+"""``fulmen train --backend verl`` through the real CLI, on a machine without a GPU."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def fulmen(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fulmen.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_valid_config_fails_clearly_without_a_gpu() -> None:
+    """The config is validated by verl first (~30 s import), then the GPU check fails."""
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the test is about the CPU-only failure")
+    done = fulmen("train", "examples/calculator/train_verl.toml", "--backend", "verl")
+    assert done.returncode == 2, done.stderr
+    assert "config ok: verl config composed and validated" in done.stderr
+    assert "the verl backend needs NVIDIA GPUs with CUDA" in done.stderr
+    assert "--backend local" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_verl_section_fails_before_importing_verl(tmp_path: Path) -> None:
+    text = (ROOT / "examples/calculator/train_verl.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("n_gpus_per_node = 1", "n_gpu_per_node = 1"))
+    done = fulmen("train", str(bad), "--backend", "verl")
+    assert done.returncode == 2
+    assert "Did you mean 'n_gpus_per_node'" in done.stderr
+    assert "Traceback" not in done.stderr

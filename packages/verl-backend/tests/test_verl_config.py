@@ -1,0 +1,96 @@
+"""``[verl]`` validation and the one mapping to verl's Hydra config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fulmen.config import ConfigError, load_config
+from fulmen_verl.config import VerlConfig, parse_verl_options, to_hydra_overrides
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLE = ROOT / "examples" / "calculator" / "train_verl.toml"
+
+
+def overrides_of(verl: VerlConfig) -> dict[str, str]:
+    config = load_config(EXAMPLE, base_dir=ROOT)
+    lines = to_hydra_overrides(config, verl, model_path="/models/m")
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_defaults_and_example_section_parse() -> None:
+    assert parse_verl_options({}) == VerlConfig()
+    config = load_config(EXAMPLE, base_dir=ROOT)
+    verl = parse_verl_options(config.backend_options["verl"])
+    assert verl.gpu_memory_utilization == 0.4
+    assert verl.enforce_eager is True
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"n_gpu_per_node": 2}, "Did you mean 'n_gpus_per_node'"),
+        ({"n_gpus_per_node": "2"}, "expected an integer"),
+        ({"old_logprobs": "reuse"}, "expected one of 'bypass', 'recompute'"),
+        ({"gpu_memory_utilization": 1.5}, "must be in (0, 1]"),
+        ({"n_gpus_per_node": 2, "tensor_parallel_size": 4}, "must divide the GPU count"),
+        ({"overrides": "a=b"}, "expected a list of strings"),
+        ({"rollout_is_threshold": 1}, "must be > 1"),
+    ],
+)
+def test_bad_verl_sections_name_the_problem(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match="verl") as err:
+        parse_verl_options(raw, source="x.toml")
+    assert message in str(err.value)
+
+
+def test_mapping_carries_fulmen_settings_to_verl_keys() -> None:
+    ov = overrides_of(VerlConfig(n_gpus_per_node=4, tensor_parallel_size=2, num_mini_batches=2))
+    assert ov["actor_rollout_ref.model.path"] == "'/models/m'"
+    assert ov["actor_rollout_ref.actor.optim.lr"] == "0.0001"
+    assert ov["actor_rollout_ref.rollout.temperature"] == "1.0"
+    assert ov["actor_rollout_ref.rollout.tensor_model_parallel_size"] == "2"
+    assert ov["trainer.n_gpus_per_node"] == "4"
+    assert ov["trainer.total_training_steps"] == "6"
+    assert ov["data.max_response_length"] == "96"
+    assert ov["+actor_rollout_ref.rollout.engine_kwargs.vllm.served_model_name"] == "'policy'"
+    assert ov["+actor_rollout_ref.rollout.engine_kwargs.vllm.tool_call_parser"] == "'hermes'"
+    # bypass mode reaches the workers' own loss config, not only the driver's
+    assert ov["actor_rollout_ref.actor.policy_loss.loss_mode"] == "'bypass_mode'"
+    assert ov["+actor_rollout_ref.actor.policy_loss.rollout_correction.rollout_is"] == "'token'"
+    assert ov["actor_rollout_ref.actor.use_kl_loss"] == "false"
+
+
+def test_recompute_mode_and_raw_overrides_come_last() -> None:
+    config = load_config(EXAMPLE, base_dir=ROOT)
+    verl = VerlConfig(
+        old_logprobs="recompute", tool_call_parser=None, overrides=("trainer.nnodes=1",)
+    )
+    lines = to_hydra_overrides(config, verl, model_path="/m")
+    assert lines[-1] == "trainer.nnodes=1"
+    joined = "\n".join(lines)
+    assert "policy_loss.loss_mode" not in joined
+    assert "tool_call_parser" not in joined
+    assert "algorithm.rollout_correction.bypass_mode=false" in lines
+
+
+def test_strings_are_quoted_so_hydra_keeps_them_strings() -> None:
+    config = load_config(EXAMPLE, base_dir=ROOT)
+    lines = to_hydra_overrides(config, VerlConfig(), model_path="/a b/it's")
+    assert "actor_rollout_ref.model.path='/a b/it\\'s'" in lines
+
+
+@pytest.mark.slow
+def test_verl_composes_and_validates_the_mapped_config() -> None:
+    """verl's own Hydra config + ``validate_config`` accept the mapping (CPU; imports verl)."""
+    from fulmen_verl.config import check_verl_config, compose_verl_config
+
+    config = load_config(EXAMPLE, base_dir=ROOT)
+    cfg = compose_verl_config(to_hydra_overrides(config, VerlConfig(), model_path="/m"))
+    check_verl_config(cfg)
+    assert cfg.actor_rollout_ref.actor.policy_loss.loss_mode == "bypass_mode"
+    assert cfg.actor_rollout_ref.actor.policy_loss.rollout_correction.rollout_is == "token"
+    assert cfg.actor_rollout_ref.rollout.engine_kwargs.vllm.served_model_name == "policy"
+    assert cfg.actor_rollout_ref.actor.use_dynamic_bsz is True
+    with pytest.raises(ConfigError, match="verl rejected"):
+        compose_verl_config(["actor_rollout_ref.actor.no_such_key=1"])
