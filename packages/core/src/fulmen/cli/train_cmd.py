@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Generator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +46,26 @@ def _backend(args: argparse.Namespace) -> Any:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train."""
-    return _backend(args).train(args.config, resume=args.resume)
+    backend = _backend(args)
+    with _config_errors():
+        return backend.train(args.config, resume=args.resume)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """Evaluate."""
-    return _backend(args).evaluate(args.config, checkpoint=args.checkpoint)
+    backend = _backend(args)
+    with _config_errors():
+        return backend.evaluate(args.config, checkpoint=args.checkpoint)
+
+
+@contextmanager
+def _config_errors() -> Generator[None]:
+    """A config problem a backend finds (a run directory already in use, a bad backend
+    section...) is reported as its message, without a traceback."""
+    from fulmen.cli import UserFacingError
+    from fulmen.config import ConfigError
+
+    try:
+        yield
+    except ConfigError as exc:
+        raise UserFacingError(str(exc)) from None
