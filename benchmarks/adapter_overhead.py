@@ -4,12 +4,12 @@ For every adapter, the agent is the conformance kit's sample agent of that adapt
 (``packages/*/tests``: the real framework, one tool, two or three LLM calls per episode),
 running through the real runner and gateway against the vLLM wire-format test double (which
 stands in for vLLM and answers at once, so framework and adapter costs are not hidden behind
-generation time). Rounds alternate *bare* (adapter detached) and *adapter* (attached); each
-round runs ``--episodes`` episodes one at a time. Reported: wall time per LLM call (median of
-the rounds), the added microseconds per call and the ratio adapter / bare, measured in the
-same process and run.
+generation time). Episodes run one at a time, alternating *bare* (adapter detached) and
+*adapter* (attached). Reported per LLM call, medians over the episodes: wall time and CPU time
+of this process (agent, framework, adapter, gateway and double all run in it), the added
+microseconds and the CPU ratio adapter / bare, measured in the same process and run.
 
-Run: ``uv run --locked python benchmarks/adapter_overhead.py --episodes 20 --rounds 5``.
+Run: ``uv run --locked python benchmarks/adapter_overhead.py --episodes 100``.
 """
 
 from __future__ import annotations
@@ -54,57 +54,61 @@ def load_kit(name: str) -> Any:
     return getattr(importlib.import_module(module), cls)()
 
 
-def per_call_seconds(stack: KitStack, agent: Any, episodes: int, offset: int) -> float:
-    """Wall seconds per LLM call over ``episodes`` sequential episodes."""
-    tasks = [kit_task(offset + i) for i in range(episodes)]
-    start = time.perf_counter()
-    results = stack.run(agent, tasks, concurrency=1)
-    elapsed = time.perf_counter() - start
-    calls = sum(stack.requests_of(r.episode.id) for r in results)
-    failed = [r.episode.error for r in results if not r.ok]
-    if failed:
-        raise RuntimeError(f"episodes failed: {failed[:2]}")
-    return elapsed / max(calls, 1)
+def one_episode(stack: KitStack, agent: Any, index: int) -> tuple[float, float]:
+    """Wall and CPU seconds (this process: agent, framework, adapter, gateway, double) per LLM
+    call of one episode."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    (result,) = stack.run(agent, [kit_task(index)], concurrency=1)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if not result.ok:
+        raise RuntimeError(f"episode failed: {result.episode.error}")
+    calls = max(stack.requests_of(result.episode.id), 1)
+    return wall / calls, cpu / calls
 
 
-def measure(name: str, episodes: int, rounds: int) -> dict[str, float]:
-    """Bare and adapter seconds per call (medians) for one framework."""
+def measure(name: str, episodes: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds per call, bare and with the adapter, for one framework.
+
+    Episodes alternate bare / adapter one by one, so slow drifts of the machine hit both."""
     kit = load_kit(name)
     agent = kit.make_agent()
     adapter = kit.new_adapter()
-    times: dict[str, list[float]] = {"bare": [], "adapter": []}
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        KitStack(Path(tmp), responder=kit.make_responder()) as stack,
-    ):
-        per_call_seconds(stack, agent, 2, 10_000)  # warm-up: imports, connections
-        offset = 0
-        for _ in range(rounds):
+    samples: dict[str, list[tuple[float, float]]] = {"bare": [], "adapter": []}
+    with tempfile.TemporaryDirectory() as tmp, KitStack(
+        Path(tmp), responder=kit.make_responder()
+    ) as stack:
+        for i in range(3):  # warm-up: imports, connections, caches
+            one_episode(stack, agent, 10_000 + i)
+        for i in range(episodes):
             for mode in ("bare", "adapter"):
                 if mode == "adapter":
                     adapter.attach()
                 try:
-                    times[mode].append(per_call_seconds(stack, agent, episodes, offset))
+                    samples[mode].append(one_episode(stack, agent, 2 * i + (mode == "adapter")))
                 finally:
                     adapter.detach()
-                offset += episodes
-    return {mode: statistics.median(values) for mode, values in times.items()}
+    return {
+        mode: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
+        for mode, values in samples.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--episodes", type=int, default=20, help="episodes per round and mode")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (medians)")
+    parser.add_argument("--episodes", type=int, default=100, help="episodes per mode")
     parser.add_argument("--only", nargs="*", choices=sorted(KITS), help="frameworks to measure")
     args = parser.parse_args()
-    print("| adapter | bare ms/call | with adapter ms/call | added µs/call | adapter / bare |")
-    print("|---|---|---|---|---|")
+    print(
+        "| adapter | bare wall ms/call | adapter wall ms/call | added wall µs/call "
+        "| bare CPU ms/call | adapter CPU ms/call | added CPU µs/call | CPU adapter / bare |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.only or list(KITS):
-        m = measure(name, args.episodes, args.rounds)
-        added_us = (m["adapter"] - m["bare"]) * 1e6
+        m = measure(name, args.episodes)
+        (bw, bc), (aw, ac) = m["bare"], m["adapter"]
         print(
-            f"| {name} | {m['bare'] * 1e3:.2f} | {m['adapter'] * 1e3:.2f} | {added_us:+.0f} | "
-            f"{m['adapter'] / m['bare']:.3f} |",
+            f"| {name} | {bw * 1e3:.2f} | {aw * 1e3:.2f} | {(aw - bw) * 1e6:+.0f} | "
+            f"{bc * 1e3:.2f} | {ac * 1e3:.2f} | {(ac - bc) * 1e6:+.0f} | {ac / bc:.3f} |",
             flush=True,
         )
 
