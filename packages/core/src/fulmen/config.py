@@ -39,6 +39,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from fulmen.observe.alarms import AlarmThresholds
+
 __all__ = [
     "AgentConfig",
     "BatchConfig",
@@ -68,6 +70,9 @@ class RunConfig:
     """Seed of every random choice (data order, sampling, initialisation)."""
     name: str = "fulmen"
     """Name shown in logs."""
+    trackers: tuple[Literal["wandb", "mlflow"], ...] = ()
+    """Experiment trackers that also receive the metrics (TensorBoard and ``metrics.jsonl``
+    always do): ``"wandb"`` (``pip install wandb``), ``"mlflow"`` (``pip install mlflow``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,6 +183,8 @@ class TrainConfig:
     train: TrainingConfig = field(default_factory=TrainingConfig)
     credit: CreditConfig = field(default_factory=CreditConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
+    alarms: AlarmThresholds = field(default_factory=AlarmThresholds)
+    """``[alarms]``: when training alarms fire (see :mod:`fulmen.observe.alarms`)."""
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Raw tables owned by backends (``[local]``, ``[verl]``)."""
     base_dir: str = "."
@@ -196,6 +203,7 @@ _SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "train": TrainingConfig,
     "batch": BatchConfig,
+    "alarms": AlarmThresholds,
 }
 _BACKEND_SECTIONS = ("local", "verl")
 
@@ -295,7 +303,10 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
                 raise ConfigError(f"{where}: missing key {name!r} ({_doc(cls, name)})")
             continue
         kwargs[name] = _check(table[name], hints[name], f"{where} {name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # sections that check their own values ([alarms])
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def _doc(cls: type, name: str) -> str:
@@ -316,6 +327,13 @@ def _check(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where} = {value!r}: expected {_describe(tp)}")
         return value
     args = get_args(tp)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} = {value!r}: expected a list of {_describe(args[0])}")
+        items = tuple(_check(v, args[0], where) for v in value)
+        if len(set(items)) != len(items):
+            raise ConfigError(f"{where} = {value!r}: each entry at most once")
+        return items
     if args and type(None) in args:
         inner = next(a for a in args if a is not type(None))
         return _check(value, inner, where)

@@ -1,4 +1,4 @@
-"""The ``fulmen`` command line: gateway, episodes, show, train, eval, adapters.
+"""The ``fulmen`` command line: gateway, episodes, show, train, eval, adapters, watch, export-otel.
 
 Each sub-command lives in its own module and imports what it needs only when it runs.
 """
@@ -14,7 +14,7 @@ __all__ = ["main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    from fulmen.cli import adapters_cmd, gateway_cmd, inspect_cmd, train_cmd
+    from fulmen.cli import adapters_cmd, gateway_cmd, inspect_cmd, otel_cmd, train_cmd, watch_cmd
 
     parser = argparse.ArgumentParser(
         prog="fulmen", description="Train existing LLM agents with reinforcement learning."
@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_cmd.register(sub)
     train_cmd.register(sub)
     adapters_cmd.register(sub)
+    watch_cmd.register(sub)
+    otel_cmd.register(sub)
     return parser
 
 

@@ -22,7 +22,6 @@ increasing order: a reader passing its last cursor to ``transitions_since`` miss
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sqlite3
 import threading
@@ -44,6 +43,7 @@ from fulmen.protocol import (
     annotate_transitions,
 )
 from fulmen.store.base import EpisodeNotFound, StoreError
+from fulmen.store.lifecycle import advance, as_status, check_count, resolve_path
 
 __all__ = ["STORE_SCHEMA_VERSION", "SQLiteStore", "open_store"]
 
@@ -71,14 +71,6 @@ _SCHEMA = (
     )),
 )
 
-_RANK = {EpisodeStatus.QUEUED: 0, EpisodeStatus.RUNNING: 1}
-"""Life-cycle order of the unfinished states; every finished state ranks 2."""
-
-_DEFAULT_TERMINATION = {
-    EpisodeStatus.SUCCEEDED: TerminationReason.COMPLETED,
-    EpisodeStatus.TIMED_OUT: TerminationReason.TIMEOUT,
-    EpisodeStatus.CANCELLED: TerminationReason.CANCELLED,
-}
 _FAILED_STATUS = {
     TerminationReason.CANCELLED: EpisodeStatus.CANCELLED,
     TerminationReason.TIMEOUT: EpisodeStatus.TIMED_OUT,
@@ -111,7 +103,7 @@ class SQLiteStore:
             raise ValueError(f"synchronous: expected 'NORMAL' or 'FULL', got {synchronous!r}")
         if isinstance(busy_timeout_s, bool) or not busy_timeout_s > 0:
             raise ValueError(f"busy_timeout_s: expected a positive number, got {busy_timeout_s!r}")
-        self._path = _resolve_path(path)
+        self._path = resolve_path(path)
         self._synchronous = synchronous
         self._busy_timeout_s = float(busy_timeout_s)
         self._closed = False
@@ -259,11 +251,11 @@ class SQLiteStore:
             StoreError: The episode is finished, or the status would go backwards.
             ValueError: Inconsistent arguments (termination for an unfinished status...).
         """
-        new_status = _as_status(status)
+        new_status = as_status(status)
         conn = self._conn()
         with self._guard("update_episode"), self._transaction(conn, "BEGIN IMMEDIATE"):
             current = self._episode(conn, episode_id)
-            updated = _advance(current, new_status, termination, error, metadata, time.time())
+            updated = advance(current, new_status, termination, error, metadata, time.time())
             self._write_episode(conn, updated)
         return updated
 
@@ -288,7 +280,7 @@ class SQLiteStore:
             rows = conn.execute(f"SELECT json FROM episodes WHERE {unfinished}").fetchall()
             for (text,) in rows:
                 current = _decode(Episode, text, "episode")
-                self._write_episode(conn, _advance(current, status, reason, error, None, now))
+                self._write_episode(conn, advance(current, status, reason, error, None, now))
                 finished.append(current.id)
         return finished
 
@@ -307,18 +299,40 @@ class SQLiteStore:
         limit: int | None = None,
     ) -> list[Episode]:
         """Episodes matching every given filter, oldest first (at most ``limit`` of them)."""
-        state = None if status is None else _as_status(status).value
+        state = None if status is None else as_status(status).value
         filters = {"task_id": task_id, "status": state, "group_id": group_id}
         args: list[object] = [v for v in filters.values() if v is not None]
         where = " AND ".join(f"{k} = ?" for k, v in filters.items() if v is not None)
         sql = f"SELECT json FROM episodes {where and 'WHERE ' + where} ORDER BY created_at, rowid"
         if limit is not None:
             sql += " LIMIT ?"
-            args.append(_count(limit, "limit", minimum=0))
+            args.append(check_count(limit, "limit", minimum=0))
         conn = self._conn()
         with self._guard("list_episodes"):
             rows = conn.execute(sql, args).fetchall()
         return [_decode(Episode, text, "episode") for (text,) in rows]
+
+    def finished_episodes(
+        self, *, after: float = 0.0, limit: int | None = None, newest: bool = False
+    ) -> list[Episode]:
+        """Finished episodes with ``finished_at`` later than ``after``, ordered by finish time.
+
+        Read-only (the watcher's incremental query; not part of the ``Store`` protocol). Order is
+        ``(finished_at, id)``; ``limit`` keeps the first ``limit``, or with ``newest=True`` the
+        last ``limit`` (still returned oldest first).
+        """
+        fin = "json_extract(json, '$.finished_at')"
+        sql = f"SELECT json FROM episodes WHERE status NOT IN ('queued', 'running') AND {fin} > ?"
+        sql += f" ORDER BY {fin} {'DESC' if newest else 'ASC'}, id {'DESC' if newest else 'ASC'}"
+        args: list[object] = [float(after)]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(check_count(limit, "limit", minimum=0))
+        conn = self._conn()
+        with self._guard("finished_episodes"):
+            rows = conn.execute(sql, args).fetchall()
+        episodes = [_decode(Episode, text, "episode") for (text,) in rows]
+        return episodes[::-1] if newest else episodes
 
     def add_transition(self, transition: Transition) -> int:
         """Append a transition and return its cursor (durable as the module docstring says).
@@ -348,7 +362,7 @@ class SQLiteStore:
         cursor order. Start with ``cursor=0`` and pass the last cursor received next time.
         The transitions are as the gateway recorded them (adapter annotations, which may still
         arrive, are merged only by :meth:`transitions` and :meth:`records`)."""
-        args = (_count(cursor, "cursor", minimum=0), _count(limit, "limit", minimum=1))
+        args = (check_count(cursor, "cursor", minimum=0), check_count(limit, "limit", minimum=1))
         conn = self._conn()
         with self._guard("transitions_since"):
             sql = "SELECT cursor, json FROM transitions WHERE cursor > ? ORDER BY cursor LIMIT ?"
@@ -463,68 +477,11 @@ _TABLES: dict[type, tuple[str, str]] = {
 }
 
 
-def _resolve_path(location: str | os.PathLike[str]) -> Path:
-    """A filesystem path from a path or a ``sqlite:///`` URL (SQLAlchemy convention)."""
-    text = str(os.fspath(location))
-    if text.startswith("sqlite:///"):
-        text = text[len("sqlite:///") :]
-    if text in ("", ":memory:") or ":" in text.split("/", 1)[0]:
-        raise ValueError(
-            f"store location {location!r}: expected a file path (the store is shared by threads "
-            "and processes), sqlite:///relative/path.db or sqlite:////absolute/path.db"
-        )
-    return Path(text).expanduser()
-
-
 def _decode(cls: type[_R], text: str, what: str) -> _R:
     try:
         return cls.from_json(text)
     except ProtocolError as exc:
         raise StoreError(f"stored {what} cannot be read: {exc}") from exc
-
-
-def _as_status(status: EpisodeStatus | str) -> EpisodeStatus:
-    try:
-        return EpisodeStatus(status)
-    except ValueError:
-        allowed = ", ".join(s.value for s in EpisodeStatus)
-        raise ValueError(f"status: expected one of {allowed}, got {status!r}") from None
-
-
-def _count(value: int, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _advance(
-    current: Episode,
-    status: EpisodeStatus,
-    termination: TerminationReason | None,
-    error: str | None,
-    metadata: dict[str, object] | None,
-    now: float,
-) -> Episode:
-    """The episode after one life-cycle step; raises when the step is not allowed."""
-    where = f"episode {current.id!r}"
-    if current.status.finished:
-        raise StoreError(f"{where} is already {current.status.value} (finished: never changes)")
-    if _RANK.get(status, 2) < _RANK[current.status]:
-        raise StoreError(f"{where} cannot go back from {current.status.value} to {status.value}")
-    if termination is not None and not status.finished:
-        raise ValueError(f"{where}: termination applies only to a finished status, not {status}")
-    reason = (termination or _DEFAULT_TERMINATION.get(status)) if status.finished else None
-    if status.finished and reason is None:
-        raise ValueError(f"{where}: pass termination= to say why it failed (agent_error...)")
-    return dataclasses.replace(
-        current,
-        status=status,
-        termination=TerminationReason(reason) if reason else None,
-        started_at=current.started_at or (now if status is EpisodeStatus.RUNNING else None),
-        finished_at=now if status.finished else None,
-        error=current.error if error is None else error,
-        metadata={**current.metadata, **(metadata or {})},
-    )
 
 
 def open_store(

@@ -23,7 +23,7 @@ import statistics
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,14 @@ from fulmen.config import ConfigError, TrainConfig
 from fulmen.credit import assigner_from_config
 from fulmen.gateway import Gateway
 from fulmen.loading import load_object, load_tasks
+from fulmen.observe.alarms import AlarmMonitor
 from fulmen.protocol import Task, TerminationReason
 from fulmen.runner import EpisodeResult, Runner
 from fulmen.store import open_store
 from fulmen_local.model.build import load_model
 from fulmen_local.server import InferenceServer
 from fulmen_local.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from fulmen_local.train.metrics import MetricsWriter, plot_curves
+from fulmen_local.train.metrics import MetricsWriter, plot_curves, read_metrics
 from fulmen_local.train.sampler import TaskSampler
 from fulmen_local.trainer.updater import GRPOConfig, GRPOUpdater
 
@@ -218,6 +219,11 @@ async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
         start_step = checkpoint.step
         log(f"resumed from {checkpoint.path} (step {start_step})")
     out.mkdir(parents=True, exist_ok=True)
+    # Trackers first: a missing one fails before any server thread starts.
+    alarms = AlarmMonitor(config.alarms, history=read_metrics(out / "metrics.jsonl"))
+    metrics = MetricsWriter(
+        out, trackers=config.run.trackers, run_name=config.run.name, config=asdict(config)
+    )
     store = open_store(out / "episodes.db")
     if resume:
         crashed = store.fail_unfinished(TerminationReason.CRASHED)
@@ -231,7 +237,6 @@ async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
     gateway = Gateway(store, server.url)
     gateway.start_in_thread()
     runner = make_runner(config, gateway)
-    metrics = MetricsWriter(out)
     before: EvalResult | None = None
     after: EvalResult | None = None
     try:
@@ -278,6 +283,7 @@ async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
                 row["eval_success_rate"] = after.success_rate
             row["step_s"] = time.perf_counter() - step_started
             metrics.write("train", done, row)
+            alarms.observe({"kind": "train", "step": done, **row})
             log(_progress_line(done, t.steps, row, time.perf_counter() - started))
             if done % t.checkpoint_every == 0 or done == t.steps:
                 save_checkpoint(

@@ -1,25 +1,114 @@
-"""Per-step metrics: JSONL (always), TensorBoard (tensorboardX), and the curve PNG at the end."""
+"""Per-step metrics: JSONL (always), TensorBoard (tensorboardX), optional experiment trackers
+(Weights & Biases, MLflow: ``[run] trackers``), and the curve PNG at the end."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["MetricsWriter", "plot_curves", "read_metrics"]
+from fulmen.config import ConfigError
+from fulmen.observe._optional import MissingDependencyError, require
+
+__all__ = ["TRACKERS", "MetricsWriter", "plot_curves", "read_metrics"]
+
+TRACKERS = ("wandb", "mlflow")
+"""Optional trackers ``[run] trackers`` may name; each is imported only when named."""
+
+
+class _Tracker(Protocol):
+    def log(self, scalars: Mapping[str, float], step: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class _WandbTracker:
+    """A W&B run in ``out_dir`` (project from ``WANDB_PROJECT``, default ``fulmen``; W&B's own
+    environment variables, e.g. ``WANDB_MODE=offline``, apply)."""
+
+    def __init__(self, out_dir: Path, run_name: str, config: Mapping[str, Any]) -> None:
+        wandb: Any = require(
+            "wandb", feature='[run] trackers = ["wandb"]', package="wandb",
+            install="pip install wandb (or remove \"wandb\" from [run] trackers)",
+        )
+        self._run: Any = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "fulmen"), name=run_name, dir=str(out_dir),
+            config=dict(config),
+        )
+
+    def log(self, scalars: Mapping[str, float], step: int) -> None:
+        self._run.log(dict(scalars), step=step)
+
+    def close(self) -> None:
+        self._run.finish()
+
+
+class _MLflowTracker:
+    """An MLflow run (tracking URI and experiment from ``MLFLOW_TRACKING_URI`` /
+    ``MLFLOW_EXPERIMENT_NAME``, MLflow's defaults otherwise)."""
+
+    def __init__(self, out_dir: Path, run_name: str, config: Mapping[str, Any]) -> None:
+        self._mlflow: Any = require(
+            "mlflow", feature='[run] trackers = ["mlflow"]', package="mlflow",
+            install="pip install mlflow (or remove \"mlflow\" from [run] trackers)",
+        )
+        self._mlflow.start_run(run_name=run_name)
+
+    def log(self, scalars: Mapping[str, float], step: int) -> None:
+        self._mlflow.log_metrics(dict(scalars), step=step)
+
+    def close(self) -> None:
+        self._mlflow.end_run()
+
+
+_TRACKER_CLASSES: dict[str, type[_WandbTracker] | type[_MLflowTracker]] = {
+    "wandb": _WandbTracker,
+    "mlflow": _MLflowTracker,
+}
 
 
 class MetricsWriter:
-    """Appends one JSON object per event to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
+    """Appends one JSON object per event to ``metrics.jsonl`` and mirrors scalars to TensorBoard
+    and the named trackers.
 
     Every line has ``kind`` (``train`` or ``eval``) and ``step``. Lines are flushed as written,
     so a crashed run keeps what it logged.
     """
 
-    def __init__(self, out_dir: Path, *, tensorboard: bool = True) -> None:
-        """Open (append to) ``out_dir/metrics.jsonl`` and ``out_dir/tensorboard/``."""
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        tensorboard: bool = True,
+        trackers: Sequence[str] = (),
+        run_name: str = "fulmen",
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Open (append to) ``out_dir/metrics.jsonl`` and ``out_dir/tensorboard/``.
+
+        ``trackers`` (from :data:`TRACKERS`) are started first, with ``run_name`` and the run's
+        ``config``; a tracker never named is never imported.
+
+        Raises:
+            ValueError: A tracker not in :data:`TRACKERS`.
+            fulmen.config.ConfigError: A named tracker is not installed (the message names the
+                pip install; ``fulmen train`` prints it without a traceback).
+        """
+        unknown = [t for t in trackers if t not in _TRACKER_CLASSES]
+        if unknown:
+            raise ValueError(f"trackers: unknown {unknown[0]!r}; expected one of {', '.join(TRACKERS)}")
+        self._trackers: list[_Tracker] = []
+        try:
+            for name in trackers:
+                self._trackers.append(_TRACKER_CLASSES[name](out_dir, run_name, config or {}))
+        except MissingDependencyError as exc:
+            self._close_trackers()
+            raise ConfigError(str(exc)) from exc
+        except BaseException:
+            self._close_trackers()
+            raise
         out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / "metrics.jsonl"
         self._file = self.path.open("a", encoding="utf-8")
@@ -34,17 +123,29 @@ class MetricsWriter:
         row = {"kind": kind, "step": step, **values}
         self._file.write(json.dumps(row, default=str) + "\n")
         self._file.flush()
+        scalars = {
+            f"{kind}/{name}": float(value)
+            for name, value in values.items()
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        }
         if self._tb is not None:
-            for name, value in values.items():
-                if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                    self._tb.add_scalar(f"{kind}/{name}", value, step)
+            for name, value in scalars.items():
+                self._tb.add_scalar(name, value, step)
             self._tb.flush()
+        for tracker in self._trackers:
+            tracker.log(scalars, step)
 
     def close(self) -> None:
-        """Flush and close."""
+        """Flush and close (the trackers' runs are finished)."""
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+        self._close_trackers()
+
+    def _close_trackers(self) -> None:
+        trackers, self._trackers = self._trackers, []
+        for tracker in trackers:
+            tracker.close()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,261 @@
+"""The terminal view behind ``fulmen watch``: state polled from a run, rendered with rich.
+
+:class:`WatchState` reads a run's ``metrics.jsonl`` and store incrementally (only reads);
+:func:`render` draws one frame: header, the current step's metrics, per-agent table, recent
+episodes and alarms.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from fulmen.observe.alarms import (
+    Alarm,
+    AlarmThresholds,
+    check_episodes,
+    check_metrics,
+    merge_alarms,
+)
+from fulmen.observe.feed import EpisodeFeed, MetricsTail
+from fulmen.observe.summary import UNNAMED_AGENT, EpisodeSummary, agent_stats, summarize
+from fulmen.protocol import Episode, EpisodeStatus
+from fulmen.store.sqlite import SQLiteStore
+
+__all__ = ["STEP_METRICS", "WatchState", "render"]
+
+STEP_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("reward", ("reward_mean",)),
+    ("reward std", ("reward_std",)),
+    ("success", ("success_rate",)),
+    ("held-out", ("eval_success_rate",)),
+    ("tools / call", ("tool_call_rate",)),
+    ("entropy", ("entropy", "actor/entropy")),
+    ("kl", ("kl", "actor/kl_loss", "actor/ppo_kl")),
+    ("clip fraction", ("clip_fraction", "actor/pg_clipfrac")),
+    ("grad norm", ("grad_norm", "actor/grad_norm")),
+    ("episodes", ("episodes", "batch/episodes")),
+    ("failed (infra)", ("infra_failed_episodes",)),
+    ("no-signal groups", ("batch/no_signal_groups", "batch/dropped_groups_no_signal")),
+    ("drift breaks", ("drift_breaks",)),
+    ("rollout tok/s", ("rollout_tokens_per_s",)),
+    ("train tok/s", ("train_tokens_per_s",)),
+    ("step s", ("step_s", "rollout_s")),
+)
+"""The step panel: label and the metric keys it reads (first present wins; verl aliases)."""
+
+_STATUS_STYLE = {"succeeded": "green", "failed": "red", "timed_out": "yellow", "cancelled": "dim"}
+_SEVERITY_STYLE = {"warning": "yellow", "critical": "bold red"}
+
+
+class WatchState:
+    """What the view shows, refreshed by polling the run's files (only read).
+
+    Args:
+        metrics_path: The run's ``metrics.jsonl`` (None: watching a store only).
+        store_path: The store file (opened once it exists).
+        thresholds: Alarm thresholds.
+        window: Finished episodes kept for the agent table and episode alarms.
+    """
+
+    def __init__(
+        self,
+        *,
+        metrics_path: Path | None,
+        store_path: Path,
+        thresholds: AlarmThresholds,
+        window: int = 200,
+    ) -> None:
+        self.metrics_path = metrics_path
+        self.store_path = store_path
+        self.thresholds = thresholds
+        self._tail = MetricsTail(metrics_path) if metrics_path is not None else None
+        self._store: SQLiteStore | None = None
+        self._feed: EpisodeFeed | None = None
+        self.train_rows: list[dict[str, Any]] = []
+        self.last_eval: dict[str, Any] | None = None
+        self.summaries: deque[EpisodeSummary] = deque(maxlen=max(window, 1))
+        self.episodes: deque[Episode] = deque(maxlen=max(window, 1))
+        self.finished = 0
+        self.running = 0
+        self.updated_at = 0.0
+
+    def refresh(self) -> None:
+        """Read what is new in the metrics file and the store."""
+        if self._tail is not None:
+            for row in self._tail.poll():
+                if row.get("kind", "train") == "train":
+                    self.train_rows.append(row)
+                elif row.get("kind") == "eval":
+                    self.last_eval = row
+        if self._store is None and self.store_path.exists():
+            self._store = SQLiteStore(self.store_path)
+            self._feed = EpisodeFeed(self._store, backlog=self.summaries.maxlen)
+        if self._store is not None and self._feed is not None:
+            for record in self._feed.poll():
+                self.summaries.append(summarize(record))
+                self.episodes.append(record.episode)
+                self.finished += 1
+            self.running = len(self._store.list_episodes(status=EpisodeStatus.RUNNING))
+        self.updated_at = time.time()
+
+    def alarms(self) -> list[Alarm]:
+        """The current alarms (metrics-based and episode-based, one per kind)."""
+        return merge_alarms(
+            check_metrics(self.train_rows, self.thresholds),
+            check_episodes(list(self.episodes), self.thresholds),
+        )
+
+    def close(self) -> None:
+        """Close the store."""
+        if self._store is not None:
+            self._store.close()
+
+
+def render(state: WatchState, *, episodes: int = 12) -> RenderableType:
+    """One frame of the view."""
+    return Group(
+        _header(state),
+        _step_panel(state),
+        _agents_table(state),
+        _episodes_table(state, episodes),
+        _alarms_panel(state.alarms()),
+    )
+
+
+def _header(state: WatchState) -> Text:
+    step = state.train_rows[-1].get("step") if state.train_rows else None
+    where = state.metrics_path.parent if state.metrics_path is not None else state.store_path
+    parts = [f"fulmen watch · {where}", f"step {step if step is not None else '-'}"]
+    if state.store_path.exists():
+        parts.append(f"{state.finished} finished · {state.running} running")
+    else:
+        parts.append(f"waiting for {state.store_path}")
+    parts.append(time.strftime("%H:%M:%S", time.localtime(state.updated_at)))
+    return Text(" · ".join(parts), style="bold", overflow="ellipsis", no_wrap=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+def _first(row: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    return next((row[k] for k in keys if k in row), None)
+
+
+def _step_panel(state: WatchState) -> Panel:
+    if not state.train_rows:
+        text = "no training metrics yet" if state.metrics_path else "watching a store: no metrics"
+        return Panel(text, title="step", title_align="left")
+    row = dict(state.train_rows[-1])
+    if state.last_eval is not None and "eval_success_rate" not in row:
+        row["eval_success_rate"] = state.last_eval.get("success_rate")
+    grid = Table.grid(padding=(0, 2))
+    for _ in range(3):
+        grid.add_column(style="cyan", no_wrap=True)
+        grid.add_column(justify="right")
+    cells: list[str] = []
+    for label, keys in STEP_METRICS:
+        value = _first(row, keys)
+        if value is not None:
+            cells += [label, _fmt(value)]
+    while len(cells) % 6:
+        cells.append("")
+    for i in range(0, len(cells), 6):
+        grid.add_row(*cells[i : i + 6])
+    return Panel(grid, title=f"step {row.get('step', '?')}", title_align="left")
+
+
+def _agents_table(state: WatchState) -> Table:
+    table = Table(title=f"agents (last {len(state.summaries)} episodes)", title_justify="left")
+    for name in ("agent", "episodes", "LLM calls", "tools / call", "reward", "success"):
+        table.add_column(name, justify="left" if name == "agent" else "right")
+    for s in agent_stats(state.summaries):
+        reward = "-" if s.reward_mean is None else f"{s.reward_mean:.3g}"
+        table.add_row(
+            escape(s.agent),
+            str(s.episodes),
+            str(s.llm_calls),
+            f"{s.tool_call_rate:.2f}",
+            reward,
+            f"{s.success_rate:.0%}",
+        )
+    return table
+
+
+def _tools(names: Sequence[str]) -> str:
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return ", ".join(n if c == 1 else f"{n}×{c}" for n, c in counts.items()) or "-"
+
+
+def _reward_text(s: EpisodeSummary) -> str:
+    """The outcome alone when it is the only reward, else every part with its source."""
+    if len(s.reward_parts) == 1 and s.reward_parts[0][0] == "outcome":
+        return f"{s.reward_parts[0][1]:.3g}"
+    return " · ".join(f"{v:.3g} {label}" for label, v in s.reward_parts) or "-"
+
+
+def _episodes_table(state: WatchState, limit: int) -> Table:
+    table = Table(
+        title="recent episodes",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("finished", no_wrap=True)
+    table.add_column("episode", no_wrap=True)  # ids stay copy-pasteable for `fulmen show`
+    widths = {"task": 8, "agents": 6, "calls": 3, "tools": 8, "reward": 5, "ended": 5}
+    for name, width in widths.items():
+        table.add_column(
+            name, overflow="fold", min_width=width, justify="right" if name == "calls" else "left"
+        )
+    shown = list(state.summaries)[-limit:] if limit > 0 else []
+    for s in reversed(shown):
+        when = time.strftime("%H:%M:%S", time.localtime(s.finished_at or 0))
+        ended = "ok" if s.termination == "completed" else (s.termination or s.status)
+        tools = _tools(s.tool_calls) + (f" ({s.tool_errors} failed)" if s.tool_errors else "")
+        agents = ", ".join(a for a in s.agents if a != UNNAMED_AGENT) or "-"
+        table.add_row(
+            when,
+            s.episode_id,
+            escape(s.task_id),
+            escape(agents),
+            str(s.llm_calls),
+            escape(tools),
+            escape(_reward_text(s)),
+            Text(ended, style=_STATUS_STYLE.get(s.status, "")),
+        )
+    return table
+
+
+def _alarms_panel(alarms: Sequence[Alarm]) -> Panel:
+    if not alarms:
+        return Panel(Text("no alarms", style="green"), title="alarms", title_align="left")
+    lines: list[RenderableType] = []
+    for a in alarms:
+        where = f"step {a.step} " if a.step is not None else ""
+        lines.append(
+            Text.assemble(
+                (f"{a.severity.upper()} {a.kind}", _SEVERITY_STYLE[a.severity]),
+                f" {where}· {a.message}",
+            )
+        )
+        lines.append(Text(f"  look at: {a.what_to_look_at}", style="dim"))
+    return Panel(Group(*lines), title="alarms", title_align="left", border_style="red")
