@@ -21,10 +21,13 @@ from fulmen_autogen import AutoGenAdapter, model_client
 from fulmen_local.tasks.calculator import (
     CALCULATOR_TOOL,
     SYSTEM_PROMPT,
-    Problem,
     calculator,
-    check_answer,
-    make_splits,
+)
+
+from examples.calculator.agent import (  # the same task, data and reward
+    eval_tasks,
+    reward,
+    train_tasks,
 )
 
 ADAPTER = AutoGenAdapter().attach()
@@ -78,16 +81,4 @@ async def solve(task: Task, ctx: EpisodeContext) -> str | None:
     return last.content if isinstance(last, TextMessage) else None
 
 
-def reward(task: Task, output: str | None, ctx: EpisodeContext) -> float:
-    """1.0 when the final answer is exactly right, else 0.0."""
-    return 1.0 if check_answer(output, task.data["answer"]) else 0.0
-
-
-def train_tasks() -> list[Problem]:
-    """The training split (seeded)."""
-    return list(make_splits(seed=0)[0])
-
-
-def eval_tasks() -> list[Problem]:
-    """The held-out split (seeded; no expression shared with training)."""
-    return list(make_splits(seed=0)[1])
+__all__ = ["eval_tasks", "reward", "solve", "train_tasks"]

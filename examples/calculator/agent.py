@@ -9,19 +9,22 @@ agent its episode's base URL (``ctx.base_url``) — in a deployed agent that wou
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from fulmen import EpisodeContext, Task
 from fulmen_local.tasks.calculator import (
     CALCULATOR_TOOL,
     SYSTEM_PROMPT,
+    Problem,
     calculator,
     check_answer,
     make_splits,
 )
 from openai import OpenAI
+from openai.types.chat import ChatCompletionToolParam
 
 MAX_TURNS = 3
+TOOLS: list[ChatCompletionToolParam] = [cast(ChatCompletionToolParam, CALCULATOR_TOOL)]
 
 
 def solve(task: Task, ctx: EpisodeContext) -> str | None:
@@ -33,7 +36,7 @@ def solve(task: Task, ctx: EpisodeContext) -> str | None:
     ]
     for _ in range(MAX_TURNS):
         response = client.chat.completions.create(
-            model="policy", messages=messages, tools=[CALCULATOR_TOOL], max_tokens=96
+            model="policy", messages=messages, tools=TOOLS, max_tokens=96
         )
         message = response.choices[0].message
         if not message.tool_calls:
@@ -41,7 +44,8 @@ def solve(task: Task, ctx: EpisodeContext) -> str | None:
         messages.append(message.model_dump(exclude_none=True))
         for call in message.tool_calls:
             try:
-                expression = json.loads(call.function.arguments).get("expression", "")
+                arguments = call.function.arguments if call.type == "function" else ""
+                expression = json.loads(arguments).get("expression", "")
             except (json.JSONDecodeError, AttributeError):
                 expression = ""
             messages.append(
@@ -55,11 +59,11 @@ def reward(task: Task, output: str | None, ctx: EpisodeContext) -> float:
     return 1.0 if check_answer(output, task.data["answer"]) else 0.0
 
 
-def train_tasks() -> list[dict[str, Any]]:
+def train_tasks() -> list[Problem]:
     """The training split (seeded)."""
     return list(make_splits(seed=0)[0])
 
 
-def eval_tasks() -> list[dict[str, Any]]:
+def eval_tasks() -> list[Problem]:
     """The held-out split (seeded; no expression shared with training)."""
     return list(make_splits(seed=0)[1])

@@ -28,8 +28,12 @@ from fulmen_local.tasks.calculator import (
     CALCULATOR_TOOL,
     SYSTEM_PROMPT,
     calculator,
-    check_answer,
-    make_splits,
+)
+
+from examples.calculator.agent import (  # the same task, data and reward
+    eval_tasks,
+    reward,
+    train_tasks,
 )
 
 __all__ = ["CalculatorAgent", "eval_tasks", "reward", "solve", "train_tasks"]
@@ -86,16 +90,4 @@ def solve(task: Task, ctx: EpisodeContext) -> str | None:
         return CalculatorAgent()(question=task.data["question"]).answer
 
 
-def reward(task: Task, output: str | None, ctx: EpisodeContext) -> float:
-    """1.0 when the final answer is exactly right, else 0.0."""
-    return 1.0 if check_answer(output, task.data["answer"]) else 0.0
-
-
-def train_tasks() -> list[dict[str, Any]]:
-    """The training split (seeded; the same as ``examples/calculator``)."""
-    return [dict(problem) for problem in make_splits(seed=0)[0]]
-
-
-def eval_tasks() -> list[dict[str, Any]]:
-    """The held-out split."""
-    return [dict(problem) for problem in make_splits(seed=0)[1]]
+__all__ = ["eval_tasks", "reward", "solve", "train_tasks"]

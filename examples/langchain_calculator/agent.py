@@ -18,14 +18,18 @@ from fulmen_local.tasks.calculator import (
     CALCULATOR_TOOL,
     SYSTEM_PROMPT,
     calculator,
-    check_answer,
-    make_splits,
 )
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
 from langchain_core.tools import BaseTool, StructuredTool
 from langchain_openai import ChatOpenAI
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
+
+from examples.calculator.agent import (  # the same task, data and reward
+    eval_tasks,
+    reward,
+    train_tasks,
+)
 
 MAX_TURNS = 3
 """Model calls per episode, at most (as in ``examples/calculator``)."""
@@ -93,16 +97,4 @@ def solve(task: Task, ctx: EpisodeContext) -> str | None:
     return None
 
 
-def reward(task: Task, output: str | None, ctx: EpisodeContext) -> float:
-    """1.0 when the final answer is exactly right, else 0.0."""
-    return 1.0 if check_answer(output, task.data["answer"]) else 0.0
-
-
-def train_tasks() -> list[dict[str, Any]]:
-    """The training split (seeded)."""
-    return [dict(p) for p in make_splits(seed=0)[0]]
-
-
-def eval_tasks() -> list[dict[str, Any]]:
-    """The held-out split (seeded; no expression shared with training)."""
-    return [dict(p) for p in make_splits(seed=0)[1]]
+__all__ = ["eval_tasks", "reward", "solve", "train_tasks"]

@@ -22,13 +22,14 @@ from autogen_agentchat.messages import TextMessage
 from fulmen import EpisodeContext, Task
 from fulmen_autogen import model_client
 from fulmen_langchain import LangChainAdapter
-from fulmen_local.tasks.calculator import SYSTEM_PROMPT, check_answer, make_splits
+from fulmen_local.tasks.calculator import SYSTEM_PROMPT, check_answer
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 from langgraph.graph import END, START, StateGraph
 
 from examples.autogen_calculator.agent import ADAPTER as AUTOGEN_ADAPTER
 from examples.autogen_calculator.agent import CalculatorTool
+from examples.calculator.agent import eval_tasks, train_tasks
 
 PLANNER = "planner"
 """The LangGraph graph's name: the agent name of the planner's calls."""
@@ -106,11 +107,4 @@ def reward(task: Task, output: dict[str, str | None], ctx: EpisodeContext) -> No
     ctx.reward(1.0 if 0 < len(plan) <= 120 else 0.0, name="plan", agent=PLANNER)
 
 
-def train_tasks() -> list[dict[str, Any]]:
-    """The calculator's training split (seeded)."""
-    return [dict(p) for p in make_splits(seed=0)[0]]
-
-
-def eval_tasks() -> list[dict[str, Any]]:
-    """The held-out split (seeded; no expression shared with training)."""
-    return [dict(p) for p in make_splits(seed=0)[1]]
+__all__ = ["eval_tasks", "reward", "run", "train_tasks"]

@@ -19,10 +19,14 @@ from fulmen_local.tasks.calculator import (
     CALCULATOR_TOOL,
     SYSTEM_PROMPT,
     calculator,
-    check_answer,
-    make_splits,
 )
 from fulmen_openai import AgentsSDKAdapter, use_gateway
+
+from examples.calculator.agent import (  # the same task, data and reward
+    eval_tasks,
+    reward,
+    train_tasks,
+)
 
 MAX_TURNS = 3
 AGENT_NAME = "calculator"
@@ -70,16 +74,4 @@ async def solve(task: Task, ctx: EpisodeContext) -> str | None:
     return None if output is None else str(output)
 
 
-def reward(task: Task, output: str | None, ctx: EpisodeContext) -> float:
-    """1.0 when the final answer is exactly right, else 0.0."""
-    return 1.0 if check_answer(output, task.data["answer"]) else 0.0
-
-
-def train_tasks() -> list[dict[str, Any]]:
-    """The training split (seeded)."""
-    return [dict(problem) for problem in make_splits(seed=0)[0]]
-
-
-def eval_tasks() -> list[dict[str, Any]]:
-    """The held-out split (seeded; no expression shared with training)."""
-    return [dict(problem) for problem in make_splits(seed=0)[1]]
+__all__ = ["eval_tasks", "reward", "solve", "train_tasks"]
