@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from fulmen_local.model.build import build_tiny_model, count_parameters, save_model
 from fulmen_local.model.tokenizer import build_tokenizer, encode_chat_with_mask
+from fulmen_local.model.warmstart import collate_demos, weighted_lm_loss
 from transformers import PreTrainedTokenizerBase
 
 from examples.text_to_sql.agent import EXECUTE_SQL_TOOL, SYSTEM_PROMPT
@@ -122,30 +123,6 @@ def render_demo(
     return SqlDemo(input_ids=ids, weights=weights, executes=not bad)
 
 
-def _collate(demos: list[SqlDemo], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    width = max(len(d.input_ids) for d in demos)
-    input_ids = torch.full((len(demos), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(demos), width), dtype=torch.long)
-    weights = torch.zeros((len(demos), width), dtype=torch.float32)
-    for i, demo in enumerate(demos):
-        n = len(demo.input_ids)
-        input_ids[i, :n] = torch.tensor(demo.input_ids, dtype=torch.long)
-        attention[i, :n] = 1
-        weights[i, :n] = torch.tensor(demo.weights, dtype=torch.float32)
-    return input_ids, attention, weights
-
-
-def _loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    input_ids, attention, weights = batch
-    logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1, :].float()
-    targets = input_ids[:, 1:]
-    ce = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
-    ).view_as(targets)
-    w = weights[:, 1:]
-    return (ce * w).sum() / w.sum().clamp(min=1e-6)
-
-
 def warm_start(
     out_dir: str | Path,
     *,
@@ -209,7 +186,7 @@ def warm_start(
             rng.choice(bad) if late and rng.random() < bad_fraction else rng.choice(good)
             for _ in range(batch_size)
         ]
-        loss = _loss(model, _collate(batch, pad_id))
+        loss = weighted_lm_loss(model, *collate_demos(batch, pad_id))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -31,10 +31,10 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -49,7 +49,16 @@ from fulmen_local.tasks.calculator import (
     make_splits,
 )
 
-__all__ = ["Demo", "main", "make_demos", "render_demo", "warm_start"]
+__all__ = [
+    "Demo",
+    "WeightedTokens",
+    "collate_demos",
+    "main",
+    "make_demos",
+    "render_demo",
+    "warm_start",
+    "weighted_lm_loss",
+]
 
 @dataclass(frozen=True, slots=True)
 class Demo:
@@ -156,7 +165,20 @@ def make_demos(
     ]
 
 
-def _collate(demos: list[Demo], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+class WeightedTokens(Protocol):
+    """A demonstration as the warm start trains on it (any task's demo type fits)."""
+
+    @property
+    def input_ids(self) -> list[int]: ...
+
+    @property
+    def weights(self) -> list[float]: ...
+
+
+def collate_demos(
+    demos: Sequence[WeightedTokens], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ``(input_ids, attention_mask, weights)`` of ``demos``."""
     width = max(len(d.input_ids) for d in demos)
     input_ids = torch.full((len(demos), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(demos), width), dtype=torch.long)
@@ -169,9 +191,11 @@ def _collate(demos: list[Demo], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
     return input_ids, attention, weights
 
 
-def _weighted_loss(
+def weighted_lm_loss(
     model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
+    """Next-token cross-entropy weighted per target token (``weights`` aligned with
+    ``input_ids``), normalised by the total weight."""
     logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1, :].float()
     targets = input_ids[:, 1:]
     ce = torch.nn.functional.cross_entropy(
@@ -287,7 +311,7 @@ def warm_start(
             order += fresh
         batch = [pool[i] for i in order[:batch_size]]
         del order[:batch_size]
-        loss = _weighted_loss(model, *_collate(batch, pad_id))
+        loss = weighted_lm_loss(model, *collate_demos(batch, pad_id))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
