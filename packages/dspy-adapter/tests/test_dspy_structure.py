@@ -3,12 +3,15 @@ the cache, attach/detach misuse. Real DSPy programs call the real gateway over l
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from weakref import WeakSet
 
 import dspy
 import pytest
+import tqdm
 from _dspy_sample import react_responder
 from dspy.lm15 import Message, Request
 from fulmen import EpisodeContext, Task
@@ -240,3 +243,34 @@ def test_litellm_engine_is_captured(stack: KitStack, adapter: DSPyAdapter) -> No
     assert result.episode.status is EpisodeStatus.SUCCEEDED, result.episode.error
     (call,) = stack.store.transitions(result.episode.id)
     assert (call.agent, call.metadata["node"]) == ("ChainOfThought", "predict")
+
+
+def _bars() -> WeakSet[object]:
+    """tqdm's (private) set of live progress bars."""
+    return getattr(tqdm.tqdm, "_instances")  # noqa: B009
+
+
+def _bar_created_across_a_clear() -> None:
+    """The interleaving two concurrent ``dspy.Parallel`` calls can produce: a disabled tqdm
+    bar is added to tqdm's instance set (``__new__``), another thread's
+    ``ParallelExecutor.execute`` clears the set, then the bar's ``__init__`` removes itself."""
+    bar = tqdm.tqdm.__new__(tqdm.tqdm)
+    _bars().clear()  # what DSPy's ParallelExecutor.execute does
+    bar.__init__(total=1, disable=True)
+
+
+def test_parallel_progress_bar_race_is_closed_while_attached() -> None:
+    """DSPy clears tqdm's instance set without tqdm's lock; without the adapter the interleaving
+    raises inside the user's program, with it the bar is created, and detach restores tqdm."""
+    original_type = type(_bars())
+    with pytest.raises(KeyError):
+        _bar_created_across_a_clear()
+    with DSPyAdapter():
+        _bar_created_across_a_clear()
+        live = tqdm.tqdm(total=1, disable=False, file=io.StringIO())
+        assert live in _bars()
+        live.close()
+        assert live not in _bars()
+    assert type(_bars()) is original_type
+    with pytest.raises(KeyError):
+        _bar_created_across_a_clear()

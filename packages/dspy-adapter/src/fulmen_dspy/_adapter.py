@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import dspy
 from fulmen.adapters import Adapter, AdapterError
 
+from fulmen_dspy import _tqdm_lock
 from fulmen_dspy._recorder import Recorder
 
 __all__ = ["DSPyAdapter"]
@@ -30,6 +31,9 @@ class DSPyAdapter(Adapter):
     * Code already inside a ``dspy.context(...)`` block, or a program already wrapped by
       ``dspy.streamify``, keeps the callbacks it started with: attach first.
     * A ``dspy.context(callbacks=[...])`` override replaces the global callbacks in its block.
+
+    While attached, ``dspy.Parallel`` may run in many episodes at once: see
+    :mod:`fulmen_dspy._tqdm_lock` for the DSPy race this closes.
     """
 
     framework: ClassVar[str] = "dspy"
@@ -59,6 +63,7 @@ class DSPyAdapter(Adapter):
         installed = [*current, recorder]
         original = dspy.settings.get("callbacks")
         _configure(installed, "attach")
+        _tqdm_lock.install()
         self._recorder = recorder
         self._original = original if isinstance(original, list) else []
         self._installed = installed
@@ -70,6 +75,7 @@ class DSPyAdapter(Adapter):
         else:  # someone changed the list since: remove only ours
             restored = [c for c in current or [] if c is not self._recorder]
         _configure(restored, "detach")
+        _tqdm_lock.uninstall()
         self._recorder = None
         self._original, self._installed = [], []
 
