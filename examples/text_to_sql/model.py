@@ -41,6 +41,7 @@ from fulmen_local.model.tokenizer import build_tokenizer, encode_chat_with_mask
 from fulmen_local.model.warmstart import collate_demos, weighted_lm_loss
 from transformers import PreTrainedTokenizerBase
 
+from examples.hub import QWEN_0_5B_INSTRUCT, download
 from examples.text_to_sql.agent import EXECUTE_SQL_TOOL, SYSTEM_PROMPT
 from examples.text_to_sql.make_db import ensure_db
 from examples.text_to_sql.questions import Question, make_splits
@@ -229,13 +230,10 @@ def build_smoke(path: Path) -> Path:
     return warm_start(path, **settings)
 
 
-INSTRUCT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+INSTRUCT_MODEL = QWEN_0_5B_INSTRUCT
 """The real small model of ``train_verl.toml`` (Hermes-style tool calls, 32k context)."""
 
 
 def download_instruct(path: Path) -> Path:
     """Download :data:`INSTRUCT_MODEL` from the Hugging Face Hub into ``path`` (GPU runs)."""
-    from huggingface_hub import snapshot_download
-
-    snapshot_download(INSTRUCT_MODEL, local_dir=str(path))
-    return path
+    return download(INSTRUCT_MODEL, path)

@@ -94,3 +94,17 @@ def test_verl_composes_and_validates_the_mapped_config() -> None:
     assert cfg.actor_rollout_ref.actor.use_dynamic_bsz is True
     with pytest.raises(ConfigError, match="verl rejected"):
         compose_verl_config(["actor_rollout_ref.actor.no_such_key=1"])
+
+
+@pytest.mark.parametrize(
+    "path", sorted(ROOT.glob("examples/*/train_verl.toml")), ids=lambda p: p.parent.name
+)
+def test_every_example_verl_config_validates_and_maps(path: Path) -> None:
+    """The GPU configs the examples ship cannot run here; they must at least load, name a
+    valid ``[verl]`` section and map to verl keys, so a GPU user's first error is not a typo."""
+    config = load_config(path, base_dir=ROOT)
+    assert config.backend == "verl"
+    verl = parse_verl_options(config.backend_options["verl"], source=str(path))
+    ov = dict(line.split("=", 1) for line in to_hydra_overrides(config, verl, model_path="/m"))
+    assert ov["trainer.total_training_steps"] == str(config.train.steps)
+    assert ov["data.max_response_length"] == str(config.train.max_tokens)
