@@ -1,4 +1,5 @@
-"""The ``fulmen`` command line: gateway, episodes, show, train, eval, adapters, watch, export-otel.
+"""The ``fulmen`` command line: gateway, episodes, show, train, eval, adapters, watch, dashboard,
+export-otel.
 
 Each sub-command lives in its own module and imports what it needs only when it runs.
 """
@@ -14,7 +15,15 @@ __all__ = ["main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    from fulmen.cli import adapters_cmd, gateway_cmd, inspect_cmd, otel_cmd, train_cmd, watch_cmd
+    from fulmen.cli import (
+        adapters_cmd,
+        dashboard_cmd,
+        gateway_cmd,
+        inspect_cmd,
+        otel_cmd,
+        train_cmd,
+        watch_cmd,
+    )
 
     parser = argparse.ArgumentParser(
         prog="fulmen", description="Train existing LLM agents with reinforcement learning."
@@ -25,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.register(sub)
     adapters_cmd.register(sub)
     watch_cmd.register(sub)
+    dashboard_cmd.register(sub)
     otel_cmd.register(sub)
     return parser
 

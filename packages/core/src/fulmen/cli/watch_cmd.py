@@ -47,7 +47,8 @@ def run_watch(args: argparse.Namespace) -> int:
 
     from fulmen.cli import UserFacingError
     from fulmen.observe.alarms import AlarmThresholds, parse_threshold
-    from fulmen.observe.view import WatchState, render
+    from fulmen.observe.state import RunState
+    from fulmen.observe.view import render
 
     thresholds = AlarmThresholds()
     try:
@@ -65,7 +66,7 @@ def run_watch(args: argparse.Namespace) -> int:
     store_path = Path(args.store) if args.store else (run_dir or Path()) / "episodes.db"
     if run_dir is None and not store_path.exists():
         raise UserFacingError(f"no store at {str(store_path)!r}; pass the gateway's --store PATH")
-    state = WatchState(
+    state = RunState(
         metrics_path=run_dir / "metrics.jsonl" if run_dir is not None else None,
         store_path=store_path,
         thresholds=thresholds,

@@ -73,6 +73,11 @@ class EpisodeSummary:
     error: str | None
     group_id: str | None
     finished_at: float | None
+    split: str = "train"
+    """The task's dataset split (``train``, ``eval``...)."""
+    policy_version: int | None = None
+    """Policy version the episode ran under: the episode's, else its first call's (None when
+    neither is known)."""
     agents: tuple[str, ...]
     """Agents that made calls, in order of their first call."""
     llm_calls: int
@@ -118,6 +123,12 @@ def summarize(record: EpisodeRecord) -> EpisodeSummary:
         error=e.error,
         group_id=e.group_id,
         finished_at=e.finished_at,
+        split=e.task.split,
+        policy_version=e.policy_version
+        if e.policy_version is not None
+        else next(
+            (t.policy_version for t in record.transitions if t.policy_version is not None), None
+        ),
         agents=tuple(agents),
         llm_calls=len(record.transitions),
         tool_calls=tuple(names),

@@ -1,16 +1,14 @@
 """The terminal view behind ``fulmen watch``: state polled from a run, rendered with rich.
 
-:class:`WatchState` reads a run's ``metrics.jsonl`` and store incrementally (only reads);
-:func:`render` draws one frame: header, the current step's metrics, per-agent table, recent
-episodes and alarms.
+:func:`render` draws one frame of a :class:`~fulmen.observe.state.RunState` (a run's
+``metrics.jsonl`` and store, read incrementally): header, the current step's metrics, the
+per-agent table, recent episodes and alarms.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from rich import box
@@ -20,106 +18,17 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from fulmen.observe.alarms import (
-    Alarm,
-    AlarmThresholds,
-    check_episodes,
-    check_metrics,
-    merge_alarms,
-)
-from fulmen.observe.feed import EpisodeFeed, MetricsTail
-from fulmen.observe.summary import UNNAMED_AGENT, EpisodeSummary, agent_stats, summarize
-from fulmen.protocol import Episode, EpisodeStatus
-from fulmen.store.sqlite import SQLiteStore
+from fulmen.observe.alarms import Alarm
+from fulmen.observe.state import STEP_METRICS, RunState, metric_value
+from fulmen.observe.summary import UNNAMED_AGENT, EpisodeSummary, agent_stats
 
 __all__ = ["STEP_METRICS", "WatchState", "render"]
 
-STEP_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("reward", ("reward_mean",)),
-    ("reward std", ("reward_std",)),
-    ("success", ("success_rate",)),
-    ("held-out", ("eval_success_rate",)),
-    ("tools / call", ("tool_call_rate",)),
-    ("entropy", ("entropy", "actor/entropy")),
-    ("kl", ("kl", "actor/kl_loss", "actor/ppo_kl")),
-    ("clip fraction", ("clip_fraction", "actor/pg_clipfrac")),
-    ("grad norm", ("grad_norm", "actor/grad_norm")),
-    ("episodes", ("episodes", "batch/episodes")),
-    ("failed (infra)", ("infra_failed_episodes",)),
-    ("no-signal groups", ("batch/no_signal_groups", "batch/dropped_groups_no_signal")),
-    ("drift breaks", ("drift_breaks",)),
-    ("rollout tok/s", ("rollout_tokens_per_s",)),
-    ("train tok/s", ("train_tokens_per_s",)),
-    ("step s", ("step_s", "rollout_s")),
-)
-"""The step panel: label and the metric keys it reads (first present wins; verl aliases)."""
+WatchState = RunState
+"""The state the view draws (:class:`~fulmen.observe.state.RunState`, shared with the dashboard)."""
 
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "timed_out": "yellow", "cancelled": "dim"}
 _SEVERITY_STYLE = {"warning": "yellow", "critical": "bold red"}
-
-
-class WatchState:
-    """What the view shows, refreshed by polling the run's files (only read).
-
-    Args:
-        metrics_path: The run's ``metrics.jsonl`` (None: watching a store only).
-        store_path: The store file (opened once it exists).
-        thresholds: Alarm thresholds.
-        window: Finished episodes kept for the agent table and episode alarms.
-    """
-
-    def __init__(
-        self,
-        *,
-        metrics_path: Path | None,
-        store_path: Path,
-        thresholds: AlarmThresholds,
-        window: int = 200,
-    ) -> None:
-        self.metrics_path = metrics_path
-        self.store_path = store_path
-        self.thresholds = thresholds
-        self._tail = MetricsTail(metrics_path) if metrics_path is not None else None
-        self._store: SQLiteStore | None = None
-        self._feed: EpisodeFeed | None = None
-        self.train_rows: list[dict[str, Any]] = []
-        self.last_eval: dict[str, Any] | None = None
-        self.summaries: deque[EpisodeSummary] = deque(maxlen=max(window, 1))
-        self.episodes: deque[Episode] = deque(maxlen=max(window, 1))
-        self.finished = 0
-        self.running = 0
-        self.updated_at = 0.0
-
-    def refresh(self) -> None:
-        """Read what is new in the metrics file and the store."""
-        if self._tail is not None:
-            for row in self._tail.poll():
-                if row.get("kind", "train") == "train":
-                    self.train_rows.append(row)
-                elif row.get("kind") == "eval":
-                    self.last_eval = row
-        if self._store is None and self.store_path.exists():
-            self._store = SQLiteStore(self.store_path)
-            self._feed = EpisodeFeed(self._store, backlog=self.summaries.maxlen)
-        if self._store is not None and self._feed is not None:
-            for record in self._feed.poll():
-                self.summaries.append(summarize(record))
-                self.episodes.append(record.episode)
-                self.finished += 1
-            self.running = len(self._store.list_episodes(status=EpisodeStatus.RUNNING))
-        self.updated_at = time.time()
-
-    def alarms(self) -> list[Alarm]:
-        """The current alarms (metrics-based and episode-based, one per kind)."""
-        return merge_alarms(
-            check_metrics(self.train_rows, self.thresholds),
-            check_episodes(list(self.episodes), self.thresholds),
-        )
-
-    def close(self) -> None:
-        """Close the store."""
-        if self._store is not None:
-            self._store.close()
 
 
 def render(state: WatchState, *, episodes: int = 12) -> RenderableType:
@@ -153,10 +62,6 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
 
 
-def _first(row: Mapping[str, Any], keys: Sequence[str]) -> Any:
-    return next((row[k] for k in keys if k in row), None)
-
-
 def _step_panel(state: WatchState) -> Panel:
     if not state.train_rows:
         text = "no training metrics yet" if state.metrics_path else "watching a store: no metrics"
@@ -170,7 +75,7 @@ def _step_panel(state: WatchState) -> Panel:
         grid.add_column(justify="right")
     cells: list[str] = []
     for label, keys in STEP_METRICS:
-        value = _first(row, keys)
+        value = metric_value(row, keys)
         if value is not None:
             cells += [label, _fmt(value)]
     while len(cells) % 6:

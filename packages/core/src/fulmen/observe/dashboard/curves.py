@@ -1,0 +1,100 @@
+"""The training curves: which metrics each chart plots, as JSON series over training steps."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fulmen.observe.state import METRICS, metric_value
+
+__all__ = ["CHARTS", "Chart", "curves_json"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chart:
+    """One chart: a title and its series as ``(metric, label)``.
+
+    A metric is a name of :data:`~fulmen.observe.state.METRICS` (read from ``train`` rows), or
+    ``eval:KEY`` for ``KEY`` of the ``eval`` rows (held-out evaluation, step 0 included).
+    """
+
+    id: str
+    title: str
+    series: tuple[tuple[str, str], ...]
+
+
+CHARTS: tuple[Chart, ...] = (
+    Chart(
+        id="reward",
+        title="Reward and success",
+        series=(
+            ("reward", "reward (train mean)"),
+            ("success", "success (train)"),
+            ("eval:success_rate", "held-out success"),
+        ),
+    ),
+    Chart(
+        id="policy",
+        title="KL, clip fraction, entropy",
+        series=(("kl", "KL"), ("clip_fraction", "clip fraction"), ("entropy", "entropy")),
+    ),
+    Chart(
+        id="throughput",
+        title="Tokens per second",
+        series=(("rollout_tokens_per_s", "rollout"), ("train_tokens_per_s", "training")),
+    ),
+    Chart(
+        id="health",
+        title="Dropped groups, drift breaks, infrastructure failures",
+        series=(
+            ("dropped_groups", "dropped groups (no signal)"),
+            ("drift_breaks", "token-drift breaks"),
+            ("infra_failed", "failed episodes (infra)"),
+        ),
+    ),
+    Chart(id="tools", title="Tool calls per LLM call", series=(("tool_call_rate", "tool-call rate"),)),
+)
+"""The curves page, top to bottom."""
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _series(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> tuple[list[int], list[float]]:
+    xs: list[int] = []
+    ys: list[float] = []
+    for i, row in enumerate(rows):
+        y = _number(metric_value(row, keys))
+        if y is None:
+            continue
+        step = row.get("step")
+        xs.append(step if isinstance(step, int) and not isinstance(step, bool) else i + 1)
+        ys.append(y)
+    return xs, ys
+
+
+def curves_json(
+    train: Sequence[Mapping[str, Any]], evals: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Every chart of :data:`CHARTS` with its series: ``{"charts": [...], "steps": N}``.
+
+    Each series is ``{"metric", "label", "x", "y"}`` with the steps where the metric is a
+    finite number (rows without ``step`` count by position); ``steps`` is the number of
+    training rows.
+    """
+    charts: list[dict[str, Any]] = []
+    for chart in CHARTS:
+        series: list[dict[str, Any]] = []
+        for metric, label in chart.series:
+            if metric.startswith("eval:"):
+                xs, ys = _series(evals, (metric.removeprefix("eval:"),))
+            else:
+                xs, ys = _series(train, METRICS[metric])
+            series.append({"metric": metric, "label": label, "x": xs, "y": ys})
+        charts.append({"id": chart.id, "title": chart.title, "series": series})
+    return {"charts": charts, "steps": len(train)}
