@@ -108,3 +108,34 @@ def test_export_otel_of_the_real_run(smoke: tuple[Path, str]) -> None:
     for record in records:
         chats = [s for s in trees[record.episode.id][1:] if s.name.startswith("chat ")]
         assert len(chats) == len(record.transitions)
+
+
+def test_dashboard_data_of_the_real_run(smoke: tuple[Path, str]) -> None:
+    """The dashboard's endpoints on the real run: counts, curves, the evaluations to compare,
+    and token text decoded by the run's own tokenizer (the newest checkpoint's)."""
+    from fulmen.observe.dashboard import DashboardData, TokenText, find_tokenizer
+    from tokenizers import Tokenizer
+
+    run, _ = smoke
+    path = find_tokenizer(run)
+    assert path is not None and path.parent.name == "step-000002"
+    data = DashboardData(store_path=run / "episodes.db", run_dir=run, tokens=TokenText(path))
+    try:
+        with SQLiteStore(run / "episodes.db") as store:
+            finished = store.finished_episodes()
+            step1 = store.list_episodes(group_id=next(e.group_id for e in finished if e.group_id))
+        summary = data.summary()
+        assert (summary["finished"], summary["step"]) == (len(finished), 2)
+        curves = {s["metric"]: s for c in data.curves()["charts"] for s in c["series"]}
+        assert curves["reward"]["x"] == [1, 2] and curves["eval:success_rate"]["x"] == [0, 1, 2]
+        options = data.compare_options()
+        assert options["versions"] == [0, 1, 2] and len(options["tasks"]) == 8
+        detail = data.episode(step1[0].id)
+        [call] = detail["calls"]
+        assert call["skip_reason"] == "no_signal"  # the flat reward: every group dropped
+        ids = call["tokens"]["response"]["ids"]
+        decoded = Tokenizer.from_file(str(path)).decode(ids, skip_special_tokens=False)
+        assert "".join(call["tokens"]["response"]["text"]) == decoded
+        assert len(call["tokens"]["response"]["logprobs"]) == len(ids) > 0
+    finally:
+        data.close()

@@ -82,7 +82,7 @@ class AccessRules:
         if not hmac.compare_digest(given.encode(), self._token):
             return None
         query = {k: v for k, v in request.query.items() if k != "token"}
-        response = web.HTTPSeeOther(request.rel_url.with_query(query))
+        response = web.Response(status=303, headers={"Location": str(request.rel_url.with_query(query))})
         response.set_cookie(
             self.cookie,
             self._token.decode(),

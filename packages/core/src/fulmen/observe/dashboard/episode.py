@@ -71,7 +71,7 @@ def _call(
 ) -> dict[str, Any]:
     repeated, fresh = new_messages(t, previous)
     call_credit = credit.calls.get(t.seq)
-    masked = call_credit is None or not call_credit.trains
+    masked = call_credit is not None and not call_credit.trains
     return {
         "seq": t.seq,
         "request_id": t.request_id,
@@ -104,9 +104,11 @@ def episode_detail(
 
     Returns ``{"episode", "summary", "rewards", "credit", "calls", "tokens"}``: ``calls`` has one
     entry per LLM call (``seq`` order) with the messages new to it, its response, tool calls
-    and their results, the step rewards it earned, whether it trains (its advantage) or why it
-    is masked, and its tokens (:func:`~fulmen.observe.dashboard.tokens.token_view`);
-    ``tokens`` counts prompt, response, trained and masked response tokens.
+    and their results, the step rewards it earned, whether it trains (``trains`` True, with its
+    advantage), is masked (``trains`` False, ``masked`` True, with the reason) or is outside
+    any training group (``trains`` None: held-out evaluation, a bare gateway), and its tokens
+    (:func:`~fulmen.observe.dashboard.tokens.token_view`); ``tokens`` counts prompt, response,
+    trained and masked response tokens.
     """
     e = record.episode
     summary = summarize(record)
@@ -128,8 +130,9 @@ def episode_detail(
         steps = [r for r in rewards if r["step"] == t.seq]
         calls.append(_call(t, last.get(t.agent), credit, steps, text))
         last[t.agent] = t
-    response = sum(len(c["tokens"]["response"]["ids"]) for c in calls)
-    masked = sum(len(c["tokens"]["response"]["ids"]) for c in calls if c["masked"])
+    def response_tokens(which: bool | None) -> int:
+        return sum(len(c["tokens"]["response"]["ids"]) for c in calls if c["trains"] is which)
+
     duration = (
         e.finished_at - e.started_at if e.finished_at is not None and e.started_at is not None else None
     )
@@ -158,8 +161,8 @@ def episode_detail(
         "calls": calls,
         "tokens": {
             "prompt": sum(len(c["tokens"]["prompt"]["ids"]) for c in calls),
-            "response": response,
-            "trained_response": response - masked,
-            "masked_response": masked,
+            "response": sum(len(c["tokens"]["response"]["ids"]) for c in calls),
+            "trained_response": response_tokens(True),
+            "masked_response": response_tokens(False),
         },
     }

@@ -73,17 +73,17 @@ const FulmenEpisode = (() => {
     return span;
   }
 
-  function tokenViewer(call) {
+  function tokenViewer(call, compact) {
     const t = call.tokens;
     const box = el("div", { class: "tokens", "data-seq": call.seq });
     const promptIds = t.prompt.ids;
-    const prompt = el("details", { class: "prompt-tokens", open: promptIds.length <= 400 },
+    const prompt = el("details", { class: "prompt-tokens", open: !compact && promptIds.length <= 400 },
       el("summary", { text: `prompt · ${promptIds.length} tokens (context, never trained)` }),
       el("div", { class: "prompt-box" },
         promptIds.map((id, i) => tokenSpan("prompt", id, t.prompt.text ? t.prompt.text[i] : null))));
     const respIds = t.response.ids;
     const lps = t.response.logprobs;
-    const state = call.masked ? "masked" : "trained";
+    const state = call.trains === true ? "trained" : call.masked ? "masked" : "not in a training group";
     const boundary = el("span", { class: "boundary" },
       `▼ response · `, el("span", { class: "resp-count", text: String(respIds.length) }),
       ` tokens · ${state}` + (lps ? "" : " · no logprobs recorded"));
@@ -112,6 +112,7 @@ const FulmenEpisode = (() => {
     if (call.trains === true) {
       return el("span", { class: "badge trains", text: `trains · advantage ${num(call.advantage, 3)}` });
     }
+    if (call.trains === null) return el("span", { class: "badge", text: "no training group" });
     const why = call.skip_reason ? call.skip_reason.replace(/_/g, " ") : "not trained";
     return el("span", { class: "badge masked", text: `masked · ${why}` });
   }
@@ -144,7 +145,7 @@ const FulmenEpisode = (() => {
     for (const r of call.step_rewards) {
       card.append(el("div", { class: "why", text: `step reward ${num(r.value)} (${r.label})` }));
     }
-    card.append(tokenViewer(call));
+    card.append(tokenViewer(call, opts.compact));
     return card;
   }
 
