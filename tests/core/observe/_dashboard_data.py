@@ -41,8 +41,11 @@ path = "model"
 [credit]
 assigner = "grpo"
 agents = ["solver"]
+[alarms]
+infra_failure_rate = 0.5
 """
-"""A training config whose ``[credit]`` trains only the solver (the planner is masked)."""
+"""A training config whose ``[credit]`` trains only the solver (the planner is masked) and whose
+``[alarms]`` tolerate the run's one infrastructure failure in nine."""
 
 
 def _tokenizer() -> Any:

@@ -59,6 +59,8 @@ def test_serves_a_run_until_ctrl_c(demo: DemoRun) -> None:
         assert summary["finished"] == 9 and summary["step"] == 2
         assert summary["tokenizer"] == str(demo.tokenizer)  # found in the newest checkpoint
         assert summary["credit"]["agents"] == ["solver"]
+        # the config's [alarms] apply: 1 failure in 9 is under its infra_failure_rate of 0.5
+        assert [a["kind"] for a in summary["alarms"]] == ["no_reward_variance"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     finally:

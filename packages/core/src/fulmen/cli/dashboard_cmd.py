@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--config",
         help="the run's training config: its [credit] decides which calls are shown as "
-        "trained or masked (default: grpo over every agent)",
+        "trained or masked (default: grpo over every agent), its [alarms] the thresholds",
     )
     p.add_argument(
         "--tokenizer",
@@ -59,11 +59,17 @@ def register(sub: Any) -> None:
 def run_dashboard(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C / SIGTERM."""
     from fulmen.cli import UserFacingError
-    from fulmen.config import ConfigError
+    from fulmen.config import ConfigError, TrainConfig, load_config
     from fulmen.observe._optional import MissingDependencyError
     from fulmen.observe.alarms import AlarmThresholds, parse_threshold
 
-    thresholds = AlarmThresholds()
+    config: TrainConfig | None = None
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            raise UserFacingError(str(exc)) from None
+    thresholds = config.alarms if config is not None else AlarmThresholds()
     try:
         for text in args.threshold:
             thresholds = parse_threshold(text, thresholds)
@@ -90,7 +96,9 @@ def run_dashboard(args: argparse.Namespace) -> int:
             find_tokenizer,
         )
 
-        credit = CreditSource.from_config(args.config) if args.config else None
+        credit = (
+            CreditSource.of(config, origin=f"[credit] of {args.config}") if config is not None else None
+        )
         tokenizer = Path(args.tokenizer) if args.tokenizer else None
         if tokenizer is None and run_dir is not None:
             tokenizer = find_tokenizer(run_dir)

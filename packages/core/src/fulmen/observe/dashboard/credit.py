@@ -15,11 +15,15 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fulmen.credit.base import CreditAssigner, GroupCredit, SkipReason
 from fulmen.credit.config import assigner_from_config
 from fulmen.protocol import Episode, EpisodeRecord
 from fulmen.store.base import Store
+
+if TYPE_CHECKING:
+    from fulmen.config import TrainConfig
 
 __all__ = ["CallCredit", "CreditReplay", "CreditSource", "EpisodeCredit"]
 
@@ -58,10 +62,18 @@ class CreditSource:
         """
         from fulmen.config import load_config
 
-        config = load_config(path)
+        return cls.of(load_config(path), origin=f"[credit] of {path}")
+
+    @classmethod
+    def of(cls, config: TrainConfig, *, origin: str) -> CreditSource:
+        """The ``[credit]`` of a parsed config; ``origin`` says where it came from.
+
+        Raises:
+            fulmen.config.ConfigError: an unknown assigner or option.
+        """
         return cls(
             assigner=assigner_from_config(config.credit.assigner, config.credit.options),
-            origin=f"[credit] of {path}",
+            origin=origin,
         )
 
     @property
