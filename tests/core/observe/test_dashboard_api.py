@@ -196,6 +196,13 @@ def test_masked_reasons_untrainable_no_signal_failed_and_held_out(url: str) -> N
     assert "never trained" in held_out["credit"]["note"]
 
 
+def test_non_finite_numbers_become_null(url: str, demo: DemoRun) -> None:
+    with SQLiteStore(demo.store_path) as store:  # an adapter's metadata with a NaN in it
+        store.add_episode(Episode(id="ep-nan", task=Task(id="calc-nan"), metadata={"score": float("nan")}))
+    status, body, _ = _get(f"{url}/api/episodes/ep-nan")
+    assert status == 200 and body["episode"]["metadata"] == {"score": None}
+
+
 def test_unknown_episode_is_404(url: str) -> None:
     status, body, _ = _get(f"{url}/api/episodes/ep-nope")
     assert status == 404 and body["error"]["message"] == "no episode 'ep-nope'"

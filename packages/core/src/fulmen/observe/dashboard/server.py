@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
@@ -76,6 +78,25 @@ class _HTTPError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (recursively)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]  # pyright: ignore[reportUnknownVariableType]
+    return value
+
+
+def _dumps(value: Any) -> str:
+    """Strict JSON (browsers reject NaN): a non-finite float anywhere becomes null."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -229,7 +250,8 @@ class Dashboard:
         self, read: Callable[[web.Request], Any]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
-            return web.json_response(await self._in_data_thread(lambda: read(request)))
+            data = await self._in_data_thread(lambda: read(request))
+            return web.json_response(data, dumps=_dumps)
 
         return handler
 
