@@ -137,5 +137,14 @@ def test_dashboard_data_of_the_real_run(smoke: tuple[Path, str]) -> None:
         decoded = Tokenizer.from_file(str(path)).decode(ids, skip_special_tokens=False)
         assert "".join(call["tokens"]["response"]["text"]) == decoded
         assert len(call["tokens"]["response"]["logprobs"]) == len(ids) > 0
+        # the replayed credit agrees with what the loop counted when it built each step's batch
+        rows = [r for r in MetricsTail(run / "metrics.jsonl").poll() if r["kind"] == "train"]
+        for row in rows:
+            fates: dict[str, int] = {}
+            for e in finished:
+                if (e.group_id or "").startswith(f"step{row['step']}:"):
+                    for c in data.episode(e.id)["calls"]:
+                        fates[c["skip_reason"] or "trains"] = fates.get(c["skip_reason"] or "trains", 0) + 1
+            assert fates == {"no_signal": row["batch/dropped_transitions_no_signal"]}
     finally:
         data.close()
