@@ -65,11 +65,20 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _series(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> tuple[list[int], list[float]]:
+def _drift_breaks(row: Mapping[str, Any]) -> Any:
+    """``drift_breaks``, or (verl's rows) the sum of the batch's ``merge_breaks_*`` counters."""
+    if "drift_breaks" in row:
+        return row["drift_breaks"]
+    parts = [v for k, v in row.items() if k.startswith("batch/merge_breaks_")]
+    return sum(parts) if parts else None
+
+
+def _series(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[int], list[float]]:
+    keys = (metric.removeprefix("eval:"),) if metric.startswith("eval:") else METRICS[metric]
     xs: list[int] = []
     ys: list[float] = []
     for i, row in enumerate(rows):
-        y = _number(metric_value(row, keys))
+        y = _number(_drift_breaks(row) if metric == "drift_breaks" else metric_value(row, keys))
         if y is None:
             continue
         step = row.get("step")
@@ -84,17 +93,15 @@ def curves_json(
     """Every chart of :data:`CHARTS` with its series: ``{"charts": [...], "steps": N}``.
 
     Each series is ``{"metric", "label", "x", "y"}`` with the steps where the metric is a
-    finite number (rows without ``step`` count by position); ``steps`` is the number of
-    training rows.
+    finite number (rows without ``step`` count by position; verl's rows are read through the
+    aliases of :data:`~fulmen.observe.state.METRICS`, their drift breaks summed from the batch
+    counters); ``steps`` is the number of training rows.
     """
     charts: list[dict[str, Any]] = []
     for chart in CHARTS:
         series: list[dict[str, Any]] = []
         for metric, label in chart.series:
-            if metric.startswith("eval:"):
-                xs, ys = _series(evals, (metric.removeprefix("eval:"),))
-            else:
-                xs, ys = _series(train, METRICS[metric])
+            xs, ys = _series(evals if metric.startswith("eval:") else train, metric)
             series.append({"metric": metric, "label": label, "x": xs, "y": ys})
         charts.append({"id": chart.id, "title": chart.title, "series": series})
     return {"charts": charts, "steps": len(train)}
