@@ -316,6 +316,28 @@ def test_a_store_that_does_not_exist_yet(tmp_path: Path) -> None:
         dashboard.stop_thread()
 
 
+def test_the_tokenizer_is_found_once_the_first_checkpoint_is_written(
+    demo: DemoRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from fulmen.observe.dashboard import data as data_module
+
+    monkeypatch.setattr(data_module, "_TOKENIZER_LOOK_S", 0.0)
+    saved = tmp_path / "tokenizer.json"
+    shutil.move(demo.tokenizer, saved)  # the run has not written a checkpoint yet
+    data = DashboardData(store_path=demo.store_path, run_dir=demo.run_dir, find_tokens=True)
+    try:
+        assert data.summary()["tokenizer"] is None
+        assert data.episode("ep-s1-a")["calls"][1]["tokens"]["response"]["text"] is None
+        shutil.move(saved, demo.tokenizer)  # step 1's checkpoint
+        assert data.summary()["tokenizer"] == str(demo.tokenizer)
+        text = data.episode("ep-s1-a")["calls"][1]["tokens"]["response"]["text"]
+        assert text == ["4", "2", "<|im_end|>"]
+    finally:
+        data.close()
+
+
 def test_import_fulmen_loads_no_dashboard_dependency() -> None:
     code = (
         "import sys, fulmen, fulmen.cli; fulmen.cli.build_parser(); "

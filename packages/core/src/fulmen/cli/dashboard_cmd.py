@@ -88,27 +88,23 @@ def run_dashboard(args: argparse.Namespace) -> int:
     if args.auth_token is not None and not args.auth_token:
         raise UserFacingError("--auth-token: empty; pass a token or leave it unset")
     try:
-        from fulmen.observe.dashboard import (
-            CreditSource,
-            Dashboard,
-            DashboardData,
-            TokenText,
-            find_tokenizer,
-        )
+        from fulmen.observe.dashboard import CreditSource, Dashboard, DashboardData, TokenText
 
         credit = (
             CreditSource.of(config, origin=f"[credit] of {args.config}") if config is not None else None
         )
-        tokenizer = Path(args.tokenizer) if args.tokenizer else None
-        if tokenizer is None and run_dir is not None:
-            tokenizer = find_tokenizer(run_dir)
-        tokens = TokenText(tokenizer) if tokenizer is not None else None
+        tokens = TokenText(args.tokenizer) if args.tokenizer else None
     except (MissingDependencyError, ConfigError) as exc:
         raise UserFacingError(str(exc)) from None
     except (FileNotFoundError, ValueError) as exc:
         raise UserFacingError(f"--tokenizer: {exc}") from None
     data = DashboardData(
-        store_path=store_path, run_dir=run_dir, thresholds=thresholds, credit=credit, tokens=tokens
+        store_path=store_path,
+        run_dir=run_dir,
+        thresholds=thresholds,
+        credit=credit,
+        tokens=tokens,
+        find_tokens=tokens is None,
     )
     try:
         dashboard = Dashboard(data, host=args.host, port=args.port, auth_token=args.auth_token)

@@ -8,6 +8,7 @@ thread-safe: the server calls them from one worker thread.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import Counter
@@ -15,18 +16,22 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fulmen.observe._optional import MissingDependencyError
 from fulmen.observe.alarms import AlarmThresholds
 from fulmen.observe.dashboard.compare import compare_options, pick_episode
 from fulmen.observe.dashboard.credit import CreditReplay, CreditSource
 from fulmen.observe.dashboard.curves import curves_json
 from fulmen.observe.dashboard.episode import episode_detail
 from fulmen.observe.dashboard.episodes import EpisodeFilter, episode_list
-from fulmen.observe.dashboard.tokens import TokenText
+from fulmen.observe.dashboard.tokens import TokenText, find_tokenizer
 from fulmen.observe.state import STEP_METRICS, RunState, metric_value
 from fulmen.observe.summary import agent_stats
 from fulmen.store.base import EpisodeNotFound
 
 __all__ = ["DashboardData", "EpisodeNotFound"]
+
+_log = logging.getLogger("fulmen.dashboard")
+_TOKENIZER_LOOK_S = 5.0
 
 
 def _json_number(value: Any) -> Any:
@@ -44,7 +49,10 @@ class DashboardData:
         run_dir: The run directory (its ``metrics.jsonl``); None when watching a store only.
         thresholds: Alarm thresholds.
         credit: The credit assigner replayed to show which calls train (default: ``grpo``).
-        tokens: Decodes token ids for the token viewer (None: ids only).
+        tokens: Decodes token ids for the token viewer (None: ids only, or see below).
+        find_tokens: With ``tokens`` None and a ``run_dir``: use the ``tokenizer.json`` of the
+            run's newest checkpoint (:func:`~fulmen.observe.dashboard.tokens.find_tokenizer`),
+            looking again every few seconds until the first checkpoint is written.
         min_refresh_s: Reads of the files are at most this often (each endpoint refreshes).
     """
 
@@ -56,6 +64,7 @@ class DashboardData:
         thresholds: AlarmThresholds | None = None,
         credit: CreditSource | None = None,
         tokens: TokenText | None = None,
+        find_tokens: bool = False,
         min_refresh_s: float = 0.5,
     ) -> None:
         self.run_dir = run_dir
@@ -68,6 +77,8 @@ class DashboardData:
         )
         self._credit = CreditReplay(credit or CreditSource.default())
         self._tokens = tokens
+        self._find_tokens = find_tokens and tokens is None and run_dir is not None
+        self._looked_for_tokens = -math.inf
         self._min_refresh = float(min_refresh_s)
         self._refreshed = -math.inf
 
@@ -77,6 +88,21 @@ class DashboardData:
         if force or now - self._refreshed >= self._min_refresh:
             self._state.refresh()
             self._refreshed = now
+
+    def _token_text(self) -> TokenText | None:
+        """The tokenizer, looked for in the run's checkpoints while there is none yet."""
+        now = time.monotonic()
+        due = now - self._looked_for_tokens >= _TOKENIZER_LOOK_S
+        if self._find_tokens and self.run_dir is not None and due:
+            self._looked_for_tokens = now
+            path = find_tokenizer(self.run_dir)
+            if path is not None:
+                self._find_tokens = False
+                try:
+                    self._tokens = TokenText(path)
+                except (FileNotFoundError, ValueError, MissingDependencyError) as exc:
+                    _log.warning("token viewer: ids only (%s)", exc)
+        return self._tokens
 
     def summary(self) -> dict[str, Any]:
         """The header and overview: source, step, episode counts, step metrics, agents, alarms."""
@@ -107,7 +133,7 @@ class DashboardData:
             "agents": agents,
             "alarms": [asdict(a) for a in st.alarms()],
             "credit": {"origin": self._credit.source.origin, "agents": self._credit.source.agents},
-            "tokenizer": None if self._tokens is None else str(self._tokens.path),
+            "tokenizer": None if (tokens := self._token_text()) is None else str(tokens.path),
             "updated_at": st.updated_at,
         }
 
@@ -135,7 +161,7 @@ class DashboardData:
             raise EpisodeNotFound(episode_id)
         record = store.record(episode_id)
         credit = self._credit.episode(store, record.episode)
-        return episode_detail(record, credit, self._tokens)
+        return episode_detail(record, credit, self._token_text())
 
     def compare_options(self) -> dict[str, Any]:
         """Held-out tasks and the policy versions each was evaluated with."""
