@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _dashboard_data import DemoRun, make_run
@@ -31,42 +33,71 @@ def demo(tmp_path: Path) -> DemoRun:
     return make_run(tmp_path)
 
 
-def test_serves_a_run_until_ctrl_c(demo: DemoRun) -> None:
-    env = {**os.environ, "FULMEN_AUTH_TOKEN": "tok-123"}
+def _start(*args: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """``fulmen dashboard ARGS --port 0`` running, and the URL it printed."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fulmen.cli", "dashboard", str(demo.run_dir), "--port", "0",
-         "--config", str(demo.config)],
+        [sys.executable, "-m", "fulmen.cli", "dashboard", *args, "--port", "0"],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            proc.wait(10)
+            pytest.fail("fulmen dashboard exited before printing its URL")
+        if line.startswith("open "):
+            return proc, line.split()[1]
+    proc.kill()
+    pytest.fail("fulmen dashboard printed no URL within 60 s")
+
+
+def _summary(url: str, token: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{url.split('?')[0].rstrip('/')}/api/summary", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
     try:
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 60
-        url = ""
-        while not url and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line, "fulmen dashboard exited before printing its URL"
-            if line.startswith("open "):
-                url = line.split()[1]
+        return proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_serves_a_run_until_ctrl_c(demo: DemoRun) -> None:
+    env = {**os.environ, "FULMEN_AUTH_TOKEN": "tok-123"}
+    proc, url = _start(str(demo.run_dir), "--config", str(demo.config), env=env)
+    try:
         assert url.startswith("http://127.0.0.1:") and url.endswith("/?token=tok-123")
-        base = url.split("/?")[0]
-        request = urllib.request.Request(
-            f"{base}/api/summary", headers={"Authorization": "Bearer tok-123"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            summary = json.loads(response.read())
+        summary = _summary(url, "tok-123")
         assert summary["finished"] == 9 and summary["step"] == 2
         assert summary["tokenizer"] == str(demo.tokenizer)  # found in the newest checkpoint
         assert summary["credit"]["agents"] == ["solver"]
         # the config's [alarms] apply: 1 failure in 9 is under its infra_failure_rate of 0.5
         assert [a["kind"] for a in summary["alarms"]] == ["no_reward_variance"]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        assert _stop(proc) == 0
+
+
+def test_before_the_first_checkpoint_the_base_models_tokenizer(demo: DemoRun, tmp_path: Path) -> None:
+    base = tmp_path / "base-model"
+    base.mkdir()
+    shutil.move(demo.tokenizer, base / "tokenizer.json")
+    config = tmp_path / "base.toml"
+    config.write_text(demo.config.read_text().replace('path = "model"', f"path = {json.dumps(str(base))}"))
+    proc, url = _start(str(demo.run_dir), "--config", str(config), env=dict(os.environ))
+    try:
+        assert _summary(url)["tokenizer"] == str(base / "tokenizer.json")
+    finally:
+        assert _stop(proc) == 0
 
 
 @pytest.mark.parametrize(

@@ -43,8 +43,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--tokenizer",
-        help="tokenizer.json (or a model directory) to show token text "
-        "(default: the run's newest checkpoint's)",
+        help="tokenizer.json (or a model directory) to show token text (default: the run's "
+        "newest checkpoint's, else the --config's base model's, else found once written)",
     )
     p.add_argument(
         "--threshold",
@@ -88,12 +88,24 @@ def run_dashboard(args: argparse.Namespace) -> int:
     if args.auth_token is not None and not args.auth_token:
         raise UserFacingError("--auth-token: empty; pass a token or leave it unset")
     try:
-        from fulmen.observe.dashboard import CreditSource, Dashboard, DashboardData, TokenText
+        from fulmen.observe.dashboard import (
+            CreditSource,
+            Dashboard,
+            DashboardData,
+            TokenText,
+            find_tokenizer,
+        )
 
         credit = (
             CreditSource.of(config, origin=f"[credit] of {args.config}") if config is not None else None
         )
-        tokens = TokenText(args.tokenizer) if args.tokenizer else None
+        tokenizer: Path | None = Path(args.tokenizer) if args.tokenizer else None
+        if tokenizer is None and run_dir is not None:
+            tokenizer = find_tokenizer(run_dir)
+        base = config.resolve(config.model.path) / "tokenizer.json" if config is not None else None
+        if tokenizer is None and base is not None and base.is_file():
+            tokenizer = base  # no checkpoint yet: the base model's (training keeps it as is)
+        tokens = TokenText(tokenizer) if tokenizer is not None else None
     except (MissingDependencyError, ConfigError) as exc:
         raise UserFacingError(str(exc)) from None
     except (FileNotFoundError, ValueError) as exc:
@@ -104,7 +116,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
         thresholds=thresholds,
         credit=credit,
         tokens=tokens,
-        find_tokens=tokens is None,
+        find_tokens=args.tokenizer is None,
     )
     try:
         dashboard = Dashboard(data, host=args.host, port=args.port, auth_token=args.auth_token)
