@@ -228,6 +228,7 @@ def test_compare_two_checkpoints_on_one_held_out_task(url: str) -> None:
     _, options, _ = _get(f"{url}/api/compare")
     assert options == {
         "versions": [0, 2],
+        "success": {"0": 0.0, "2": 1.0},
         "tasks": [
             {"task_id": "calc-eval-1", "versions": [0, 2]},
             {"task_id": "calc-eval-2", "versions": [0, 2]},

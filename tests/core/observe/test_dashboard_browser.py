@@ -238,6 +238,7 @@ def test_compare_two_checkpoints(page: Page, tmp_path: Path) -> None:
     assert page.text('#compare-a [data-field="policy version"]') == "0"
     assert page.text('#compare-b [data-field="policy version"]') == "2"
     assert "72" in page.text('#compare-b .call[data-seq="0"] .msg.assistant')
+    assert page.text("#compare-success").endswith("v0 0 % · v2 100 %")
     shot = tmp_path / "compare.png"
     p.screenshot(path=str(shot))
     _check_png(shot, (VIEWPORT["width"], VIEWPORT["height"]))

@@ -225,13 +225,15 @@
       select("a", "left: policy version", versions.map(String), a),
       select("b", "right: policy version", versions.map(String), b),
       el("button", { type: "submit", text: "Compare" }));
+    const rates = el("div", { class: "why", id: "compare-success" }, "held-out success per policy version: ",
+      options.versions.map((v) => `v${v} ${Math.round(100 * options.success[String(v)])} %`).join(" · "));
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
       const q = new URLSearchParams({ task: form.elements.task.value, a: form.elements.a.value, b: form.elements.b.value });
       location.hash = `#/compare?${q}`;
     });
     const left = el("div", { id: "compare-a" }), right = el("div", { id: "compare-b" });
-    page.replaceChildren(el("h1", { text: "Compare checkpoints on one held-out task" }), form,
+    page.replaceChildren(el("h1", { text: "Compare checkpoints on one held-out task" }), form, rates,
       el("div", { class: "compare" }, left, right));
     const pair = await api(`/api/compare?${new URLSearchParams({ task, a, b })}`);
     if (gen !== generation) return;
