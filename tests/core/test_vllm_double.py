@@ -335,3 +335,18 @@ def test_tokenizer_is_real_and_deterministic() -> None:
     assert len(ids) < len(text.encode())  # merges were learned: fewer ids than bytes
     assert "".join(tok.stream_decode(ids)) == tok.decode(ids)
     assert tok.encode("<tool_call>") == [tok.encode("<tool_call>")[0]]
+
+
+def test_context_limits_like_real_vllm_032(double: VllmDouble) -> None:
+    """Seen on a real vLLM 0.32 server: prompt + max_tokens beyond the context is clipped (200,
+    not vLLM 0.10's 400), a prompt longer than the context is a 400 "at least N"."""
+    fits = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2040}
+    status, text = post(double.url + "/v1/chat/completions", fits, "ep7.1")
+    body = json.loads(text)
+    assert status == 200 and body["usage"]["total_tokens"] <= 2048
+    long = {"model": "tiny", "messages": [{"role": "user", "content": "word " * 3000}]}
+    status, text = post(double.url + "/v1/chat/completions", long, "ep7.2")
+    error = json.loads(text)["error"]
+    assert status == 400 and error["param"] == "input_tokens"
+    assert "your prompt contains at least 2049 input tokens" in error["message"]
+    assert error["message"].endswith("(parameter=input_tokens, value=2049)")

@@ -104,6 +104,11 @@ class ToyTokenizer:
         """Token ids of ``text``; added tokens written in the text become their single id."""
         return list(self._tok.encode(text, add_special_tokens=False).ids)
 
+    def to_json(self) -> str:
+        """The trained tokenizer in the ``tokenizers`` JSON format (a ``tokenizer.json``), so a
+        real model (and a real vLLM serving it) can use exactly the same ids."""
+        return str(self._tok.to_str())
+
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes ``token_id`` contributes to decoded text (b"" for special tokens)."""
         return self._bytes[token_id]

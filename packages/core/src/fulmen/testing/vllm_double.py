@@ -104,7 +104,8 @@ class VllmDouble:
 
     Args:
         model: Served model name (other names get vLLM's 404).
-        max_model_len: Context length: longer requests get vLLM's 400.
+        max_model_len: Context length: a longer prompt gets vLLM's 400; ``max_tokens`` beyond
+            the room left is clipped to it (vLLM 0.32 does the same).
         responder: ``(messages, tools, params) -> text``; default :func:`default_responder`.
         latency_s: Simulated generation time added to every request (before the first byte).
         latency_jitter: Spread of that time: each request waits ``latency_s`` times a uniform
@@ -220,10 +221,29 @@ class VllmDouble:
         return body, rid, faults
 
     def _budget(self, body: Mapping[str, Any], prompt_len: int) -> int:
-        """``max_tokens`` to generate, or vLLM's 400 when it cannot fit the context."""
+        """``max_tokens`` to generate, or vLLM's 400 when the request cannot fit the context.
+
+        Like vLLM 0.32 (checked against a real server): a prompt longer than the context, or a
+        ``max_tokens`` above ``max_model_len``, is a 400; a prompt that fits but leaves less room
+        than ``max_tokens`` is NOT an error: ``max_tokens`` is clipped to the room left (the
+        response ends with ``finish_reason: length``).
+        """
+        if prompt_len >= self.max_model_len:
+            # vLLM tokenizes with truncation at max_model_len + 1, so it reports "at least" that
+            count = min(prompt_len, self.max_model_len + 1)
+            qualifier = "at least " if count == self.max_model_len + 1 else ""
+            raise _Reject(
+                400,
+                f"This model's maximum context length is {self.max_model_len} tokens. However, "
+                f"your prompt contains {qualifier}{count} input tokens, which exceeds this limit "
+                "even without any output tokens. Please reduce the length of the input prompt. "
+                f"(parameter=input_tokens, value={count})",
+                "BadRequestError",
+                "input_tokens",
+            )
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         if max_tokens is None:
-            return max(1, self.max_model_len - prompt_len)
+            return self.max_model_len - prompt_len
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise _Reject(
                 400,
@@ -240,17 +260,7 @@ class VllmDouble:
                 "BadRequestError",
                 "max_tokens",
             )
-        if prompt_len + max_tokens > self.max_model_len:
-            raise _Reject(
-                400,
-                f"This model's maximum context length is {self.max_model_len} tokens. However, "
-                f"you requested {prompt_len + max_tokens} tokens ({prompt_len} in the messages, "
-                f"{max_tokens} in the completion). Please reduce the length of the messages or "
-                "completion.",
-                "BadRequestError",
-                "input_tokens",
-            )
-        return max_tokens
+        return min(max_tokens, self.max_model_len - prompt_len)
 
     def _generate(
         self,
