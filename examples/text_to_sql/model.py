@@ -27,7 +27,6 @@ no model yet.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Callable
@@ -37,8 +36,8 @@ from typing import Any
 
 import torch
 from fulmen_local.model.build import build_tiny_model, count_parameters, save_model
+from fulmen_local.model.supervised import train_on_demos
 from fulmen_local.model.tokenizer import build_tokenizer, encode_chat_with_mask
-from fulmen_local.model.warmstart import collate_demos, weighted_lm_loss
 from transformers import PreTrainedTokenizerBase
 
 from examples.hub import QWEN_0_5B_INSTRUCT, download
@@ -164,39 +163,22 @@ def warm_start(
     model = build_tiny_model(tokenizer, seed=seed, preset="tiny")
     if longest > model.config.max_position_embeddings:
         raise ValueError(f"a demonstration has {longest} tokens, over the model's context")
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    warmup = max(1, steps // 20)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     pad_id = tokenizer.pad_token_id
     if not isinstance(pad_id, int):
         raise RuntimeError("the tokenizer has no pad token")
     rng = random.Random(seed + 1)
     switch = round(steps * (1.0 - guess_phase))
-    losses: list[float] = []
-    for step in range(steps):
+
+    def next_batch(step: int) -> list[SqlDemo]:
         late = step >= switch
-        batch = [
+        return [
             rng.choice(bad) if late and rng.random() < bad_fraction else rng.choice(good)
             for _ in range(batch_size)
         ]
-        loss = weighted_lm_loss(model, *collate_demos(batch, pad_id))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        if log is not None and (step % 50 == 0 or step == steps - 1):
-            log(f"warm start step {step:4d}  loss {losses[-1]:.4f}  "
-                f"{time.perf_counter() - started:6.1f}s")
+
+    losses = train_on_demos(
+        model, next_batch, steps=steps, lr=lr, pad_id=pad_id, clock_start=started, log=log
+    )
     model.eval()
     directory = save_model(model, tokenizer, out_dir)
     info = {

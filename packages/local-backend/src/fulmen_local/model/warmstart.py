@@ -28,18 +28,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from fulmen_local.model.build import PresetName, build_tiny_model, count_parameters, save_model
+from fulmen_local.model.supervised import (
+    WeightedTokens,
+    collate_demos,
+    train_on_demos,
+    weighted_lm_loss,
+)
 from fulmen_local.model.tokenizer import build_tokenizer, encode_chat_with_mask
 from fulmen_local.tasks.calculator import (
     CALCULATOR_TOOL,
@@ -165,46 +170,6 @@ def make_demos(
     ]
 
 
-class WeightedTokens(Protocol):
-    """A demonstration as the warm start trains on it (any task's demo type fits)."""
-
-    @property
-    def input_ids(self) -> list[int]: ...
-
-    @property
-    def weights(self) -> list[float]: ...
-
-
-def collate_demos(
-    demos: Sequence[WeightedTokens], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ``(input_ids, attention_mask, weights)`` of ``demos``."""
-    width = max(len(d.input_ids) for d in demos)
-    input_ids = torch.full((len(demos), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(demos), width), dtype=torch.long)
-    weights = torch.zeros((len(demos), width), dtype=torch.float32)
-    for i, demo in enumerate(demos):
-        n = len(demo.input_ids)
-        input_ids[i, :n] = torch.tensor(demo.input_ids, dtype=torch.long)
-        attention[i, :n] = 1
-        weights[i, :n] = torch.tensor(demo.weights, dtype=torch.float32)
-    return input_ids, attention, weights
-
-
-def weighted_lm_loss(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
-    """Next-token cross-entropy weighted per target token (``weights`` aligned with
-    ``input_ids``), normalised by the total weight."""
-    logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1, :].float()
-    targets = input_ids[:, 1:]
-    ce = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
-    ).view_as(targets)
-    w = weights[:, 1:]
-    return (ce * w).sum() / w.sum().clamp(min=1e-6)
-
-
 def warm_start(
     out_dir: str | Path,
     *,
@@ -284,25 +249,14 @@ def warm_start(
     ]
     switch = round(steps * (1.0 - guess_phase))
     model = build_tiny_model(tokenizer, seed=seed, preset=preset)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    warmup = max(1, steps // 20)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     pad_id = tokenizer.pad_token_id
     assert isinstance(pad_id, int)
     rng = random.Random(seed + 1)
     orders: list[list[int]] = [[], []]
-    losses: list[float] = []
-    train_started = time.perf_counter()
-    step = 0
-    for step in range(steps):
+
+    def next_batch(step: int) -> list[Demo]:
+        """Good demonstrations before ``switch``, then the mixed pool; each pool is walked
+        in a fresh random order, epoch after epoch."""
         phase = 0 if step < switch else 1
         pool, order = pools[phase], orders[phase]
         if len(order) < batch_size:
@@ -311,23 +265,18 @@ def warm_start(
             order += fresh
         batch = [pool[i] for i in order[:batch_size]]
         del order[:batch_size]
-        loss = weighted_lm_loss(model, *collate_demos(batch, pad_id))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        elapsed = time.perf_counter() - train_started
-        if log is not None and (step % 50 == 0 or step == steps - 1):
-            log(f"warm start step {step:4d}  loss {losses[-1]:.4f}  {elapsed:6.1f}s")
-        if time_budget_s is not None and elapsed >= time_budget_s:
-            break
+        return batch
+
+    train_started = time.perf_counter()
+    losses = train_on_demos(
+        model, next_batch, steps=steps, lr=lr, pad_id=pad_id, clock_start=train_started,
+        time_budget_s=time_budget_s, log=log,
+    )
     model.eval()
     directory = save_model(model, tokenizer, out_dir)
     info = {
         "seed": seed,
-        "steps_run": step + 1,
+        "steps_run": len(losses),
         "steps_planned": steps,
         "bad_fraction": bad_fraction,
         "guess_phase": guess_phase,

@@ -1,0 +1,133 @@
+"""The supervised loop every warm start shares: AdamW, warm-up then cosine decay, clipping.
+
+A task's warm start decides *what* the model sees (its demonstrations, the curriculum, the
+bad ones) through a ``next_batch(step)`` callback; :func:`train_on_demos` decides *how* it
+learns from them, the same way for every task, so that the examples' base models differ only
+in their data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+
+__all__ = [
+    "WeightedTokens",
+    "collate_demos",
+    "lr_factor",
+    "train_on_demos",
+    "weighted_lm_loss",
+]
+
+
+class WeightedTokens(Protocol):
+    """A demonstration as the warm start trains on it (any task's demo type fits)."""
+
+    @property
+    def input_ids(self) -> list[int]: ...
+
+    @property
+    def weights(self) -> list[float]: ...
+
+
+def collate_demos(
+    demos: Sequence[WeightedTokens], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ``(input_ids, attention_mask, weights)`` of ``demos``."""
+    width = max(len(d.input_ids) for d in demos)
+    input_ids = torch.full((len(demos), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(demos), width), dtype=torch.long)
+    weights = torch.zeros((len(demos), width), dtype=torch.float32)
+    for i, demo in enumerate(demos):
+        n = len(demo.input_ids)
+        input_ids[i, :n] = torch.tensor(demo.input_ids, dtype=torch.long)
+        attention[i, :n] = 1
+        weights[i, :n] = torch.tensor(demo.weights, dtype=torch.float32)
+    return input_ids, attention, weights
+
+
+def weighted_lm_loss(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Next-token cross-entropy weighted per target token (``weights`` aligned with
+    ``input_ids``), normalised by the total weight."""
+    logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1, :].float()
+    targets = input_ids[:, 1:]
+    ce = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    ).view_as(targets)
+    w = weights[:, 1:]
+    return (ce * w).sum() / w.sum().clamp(min=1e-6)
+
+
+def lr_factor(step: int, steps: int) -> float:
+    """The learning-rate multiplier at ``step`` of ``steps``: linear warm-up over the first 5%
+    of the steps (at least one), then cosine decay from 1 to 0.1."""
+    warmup = max(1, steps // 20)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_on_demos(
+    model: torch.nn.Module,
+    next_batch: Callable[[int], Sequence[WeightedTokens]],
+    *,
+    steps: int,
+    lr: float,
+    pad_id: int,
+    clock_start: float | None = None,
+    time_budget_s: float | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[float]:
+    """Train ``model`` in place on ``steps`` batches of weighted demonstrations.
+
+    Each step asks ``next_batch(step)`` for its demonstrations (the caller's curriculum and
+    random order; it is called exactly once per step, in order), pads them with ``pad_id``,
+    takes :func:`weighted_lm_loss`, clips the gradient norm to
+    1.0 and steps AdamW (betas 0.9/0.98, weight decay 0.01) at ``lr`` × :func:`lr_factor`.
+    The model is left in train mode; the caller switches it to eval and saves it.
+
+    Args:
+        model: a causal LM (``model(input_ids=..., attention_mask=...).logits``).
+        next_batch: the demonstrations of a step.
+        steps: steps planned (the schedule spans them).
+        lr: peak learning rate.
+        pad_id: the tokenizer's pad id.
+        clock_start: ``time.perf_counter()`` the logged seconds count from (default: now).
+        time_budget_s: stop after the step at which this much time since ``clock_start`` has
+            passed (None: always run ``steps``).
+        log: progress printer, every 50 steps and at the last (None: silent).
+
+    Returns:
+        The loss of every step run (fewer than ``steps`` only when the time budget ran out).
+
+    Raises:
+        ValueError: ``steps < 1`` or ``lr <= 0``.
+    """
+    if steps < 1 or lr <= 0:
+        raise ValueError(f"need steps >= 1 and lr > 0; got steps={steps}, lr={lr}")
+    began = time.perf_counter() if clock_start is None else clock_start
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps))
+    losses: list[float] = []
+    for step in range(steps):
+        loss = weighted_lm_loss(model, *collate_demos(next_batch(step), pad_id))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        elapsed = time.perf_counter() - began
+        if log is not None and (step % 50 == 0 or step == steps - 1):
+            log(f"warm start step {step:4d}  loss {losses[-1]:.4f}  {elapsed:6.1f}s")
+        if time_budget_s is not None and elapsed >= time_budget_s:
+            break
+    return losses
