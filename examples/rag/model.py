@@ -43,13 +43,11 @@ from examples.rag.agent import SYSTEM_PROMPT, search
 from examples.rag.questions import Question, make_splits
 
 __all__ = [
-    "INSTRUCT_MODEL",
     "SEARCH_TOOL",
     "WARM_START",
     "RagDemo",
     "build",
     "build_smoke",
-    "download_instruct",
     "render_demo",
     "warm_start",
 ]
@@ -228,15 +226,3 @@ def build_smoke(path: Path) -> Path:
     """A few warm-start steps only: for smoke tests of the training loop, not for results."""
     settings: dict[str, Any] = {**WARM_START, "steps": 4}
     return warm_start(path, **settings)
-
-
-INSTRUCT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
-"""The real small model of ``train_verl.toml`` (Hermes-style tool calls, 32k context)."""
-
-
-def download_instruct(path: Path) -> Path:
-    """Download :data:`INSTRUCT_MODEL` from the Hugging Face Hub into ``path`` (GPU runs)."""
-    from huggingface_hub import snapshot_download
-
-    snapshot_download(INSTRUCT_MODEL, local_dir=str(path))
-    return path
