@@ -226,7 +226,12 @@ def sampling_params(
 ) -> SamplingParams:
     """Build the engine's parameters, checking the context length like vLLM does.
 
-    ``max_tokens`` defaults to the rest of the context.
+    ``max_tokens`` defaults to the rest of the context. Unlike this server, vLLM 0.32 does not
+    refuse a prompt plus ``max_tokens`` beyond the context: it shortens ``max_tokens`` to the
+    room left and may end with ``finish_reason: "length"`` (``tests/integration/test_real_vllm.py``
+    shows both). The embedded server refuses with a clear 400 instead (issue #7), so an agent
+    run against it learns of the overflow rather than getting silently shortened output; agents
+    that must run on both should size ``max_tokens`` to the room left, as the examples do.
 
     Raises:
         ApiError: 400 when the prompt plus ``max_tokens`` exceeds ``max_model_len`` (message
