@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fulmen_local.model.build import build_tiny_model, count_parameters, save_model
-from fulmen_local.model.supervised import train_on_demos
+from fulmen_local.model.build import build_tiny_model
+from fulmen_local.model.supervised import save_warm_start, train_on_demos
 from fulmen_local.model.tokenizer import build_tokenizer, encode_chat_with_mask
 from transformers import PreTrainedTokenizerBase
 
@@ -200,21 +200,15 @@ def warm_start(
     losses = train_on_demos(
         model, next_batch, steps=steps, lr=lr, pad_id=pad_id, clock_start=started, log=log
     )
-    model.eval()
-    directory = save_model(model, tokenizer, out_dir)
-    info = {
+    settings = {
         "seed": seed, "steps": steps, "bad_fraction": bad_fraction,
         "one_hop_fraction": one_hop_fraction, "guess_phase": guess_phase,
         "copy_weight": copy_weight, "batch_size": batch_size, "lr": lr,
         "demos": len(good), "longest_demo_tokens": longest,
-        "parameters": count_parameters(model),
-        "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
-        "seconds": round(time.perf_counter() - started, 2),
     }
-    (directory / "warmstart.json").write_text(json.dumps(info, indent=2) + "\n")
-    if log is not None:
-        log(f"warm start done: {json.dumps(info)}")
-    return directory
+    return save_warm_start(
+        model, tokenizer, out_dir, settings, losses, clocks={"seconds": started}, log=log
+    )
 
 
 def build(path: Path) -> Path:

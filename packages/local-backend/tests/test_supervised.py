@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 import torch
-from fulmen_local.model.build import build_tiny_model
-from fulmen_local.model.supervised import lr_factor, train_on_demos
+from fulmen_local.model.build import build_tiny_model, count_parameters
+from fulmen_local.model.supervised import lr_factor, save_warm_start, train_on_demos
 from fulmen_local.model.tokenizer import build_tokenizer
 
 
@@ -58,3 +61,20 @@ def test_time_budget_stops_early_and_bad_settings_are_refused() -> None:
     assert len(losses) == 1
     with pytest.raises(ValueError, match="steps >= 1"):
         train_on_demos(model, lambda s: [demo], steps=0, lr=1e-3, pad_id=pad)
+
+
+def test_save_warm_start_writes_the_record_after_the_settings(tmp_path: Path) -> None:
+    tokenizer = build_tokenizer()
+    model = build_tiny_model(tokenizer, seed=0, preset="tiny")
+    started = time.perf_counter() - 5.0
+    out = save_warm_start(
+        model, tokenizer, tmp_path / "m", {"seed": 3}, [4.0] * 5 + [1.0] * 10,
+        clocks={"seconds": started},
+    )
+    info = json.loads((out / "warmstart.json").read_text())
+    assert list(info) == ["seed", "parameters", "final_loss", "seconds"]
+    assert info["seed"] == 3 and info["final_loss"] == 1.0
+    assert info["parameters"] == count_parameters(model)
+    assert info["seconds"] >= 5.0
+    assert not model.training
+    assert any(out.glob("*.safetensors"))

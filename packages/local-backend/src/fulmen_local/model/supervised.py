@@ -8,17 +8,23 @@ in their data.
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
+from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+
+from fulmen_local.model.build import count_parameters, save_model
 
 __all__ = [
     "WeightedTokens",
     "collate_demos",
     "lr_factor",
+    "save_warm_start",
     "train_on_demos",
     "weighted_lm_loss",
 ]
@@ -131,3 +137,36 @@ def train_on_demos(
         if time_budget_s is not None and elapsed >= time_budget_s:
             break
     return losses
+
+
+def save_warm_start(
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: str | Path,
+    settings: Mapping[str, Any],
+    losses: Sequence[float],
+    *,
+    clocks: Mapping[str, float],
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Save a warm-started model and its ``warmstart.json`` record; returns the directory.
+
+    The model is switched to eval mode and saved with its tokenizer (``save_model``). The
+    record is ``settings``, then ``parameters`` and ``final_loss`` (the mean of the last ten
+    losses), then one entry per ``clocks`` item: the seconds from that ``time.perf_counter()``
+    start to now (after the save), rounded to 0.01. ``log`` gets the record as one line.
+    """
+    model.eval()
+    directory = save_model(model, tokenizer, out_dir)
+    tail = list(losses[-10:])
+    info: dict[str, Any] = {
+        **settings,
+        "parameters": count_parameters(model),
+        "final_loss": round(sum(tail) / len(tail), 4),
+    }
+    now = time.perf_counter()
+    info.update({name: round(now - start, 2) for name, start in clocks.items()})
+    (directory / "warmstart.json").write_text(json.dumps(info, indent=2) + "\n")
+    if log is not None:
+        log(f"warm start done: {json.dumps(info)}")
+    return directory

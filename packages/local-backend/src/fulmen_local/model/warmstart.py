@@ -38,10 +38,11 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from fulmen_local.model.build import PresetName, build_tiny_model, count_parameters, save_model
+from fulmen_local.model.build import PresetName, build_tiny_model
 from fulmen_local.model.supervised import (
     WeightedTokens,
     collate_demos,
+    save_warm_start,
     train_on_demos,
     weighted_lm_loss,
 )
@@ -272,9 +273,7 @@ def warm_start(
         model, next_batch, steps=steps, lr=lr, pad_id=pad_id, clock_start=train_started,
         time_budget_s=time_budget_s, log=log,
     )
-    model.eval()
-    directory = save_model(model, tokenizer, out_dir)
-    info = {
+    settings = {
         "seed": seed,
         "steps_run": len(losses),
         "steps_planned": steps,
@@ -285,15 +284,11 @@ def warm_start(
         "lr": lr,
         "num_demos": num_demos,
         "preset": preset,
-        "parameters": count_parameters(model),
-        "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
-        "train_seconds": round(time.perf_counter() - train_started, 2),
-        "total_seconds": round(time.perf_counter() - started, 2),
     }
-    (directory / "warmstart.json").write_text(json.dumps(info, indent=2) + "\n")
-    if log is not None:
-        log(f"warm start done: {json.dumps(info)}")
-    return directory
+    return save_warm_start(
+        model, tokenizer, out_dir, settings, losses,
+        clocks={"train_seconds": train_started, "total_seconds": started}, log=log,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
