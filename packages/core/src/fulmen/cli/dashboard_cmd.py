@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fulmen.cli.run_source import add_source_arguments, source_paths, thresholds_from
+
 if TYPE_CHECKING:
     from fulmen.observe.dashboard import Dashboard, DashboardData
 
@@ -26,8 +28,7 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "dashboard", help="web dashboard of a training run or a gateway's store (Ctrl-C to stop)"
     )
-    p.add_argument("run_dir", nargs="?", help="run directory ([run] output_dir)")
-    p.add_argument("--store", help="store file to show (default: RUN_DIR/episodes.db)")
+    add_source_arguments(p, store_help="store file to show (default: RUN_DIR/episodes.db)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8401, help="port (default: 8401; 0: any free)")
     p.add_argument(
@@ -46,13 +47,6 @@ def register(sub: Any) -> None:
         help="tokenizer.json (or a model directory) to show token text (default: the run's "
         "newest checkpoint's, else the --config's base model's, else found once written)",
     )
-    p.add_argument(
-        "--threshold",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override an alarm threshold (repeatable; see docs/observability.md)",
-    )
     p.set_defaults(func=run_dashboard)
 
 
@@ -61,7 +55,6 @@ def run_dashboard(args: argparse.Namespace) -> int:
     from fulmen.cli import UserFacingError
     from fulmen.config import ConfigError, TrainConfig, load_config
     from fulmen.observe._optional import MissingDependencyError
-    from fulmen.observe.alarms import AlarmThresholds, parse_threshold
 
     config: TrainConfig | None = None
     if args.config:
@@ -69,20 +62,8 @@ def run_dashboard(args: argparse.Namespace) -> int:
             config = load_config(args.config)
         except ConfigError as exc:
             raise UserFacingError(str(exc)) from None
-    thresholds = config.alarms if config is not None else AlarmThresholds()
-    try:
-        for text in args.threshold:
-            thresholds = parse_threshold(text, thresholds)
-    except ValueError as exc:
-        raise UserFacingError(str(exc)) from None
-    if args.run_dir is None and args.store is None:
-        raise UserFacingError("pass a run directory (fulmen dashboard runs/NAME) or --store PATH")
-    run_dir = Path(args.run_dir) if args.run_dir else None
-    if run_dir is not None and not run_dir.is_dir():
-        raise UserFacingError(f"no run directory {str(run_dir)!r} ([run] output_dir of the config)")
-    store_path = Path(args.store) if args.store else (run_dir or Path()) / "episodes.db"
-    if run_dir is None and not store_path.exists():
-        raise UserFacingError(f"no store at {str(store_path)!r}; pass the gateway's --store PATH")
+    thresholds = thresholds_from(args.threshold, config.alarms if config is not None else None)
+    run_dir, store_path = source_paths(args.run_dir, args.store, command="dashboard")
     if not 0 <= args.port <= 65535:
         raise UserFacingError(f"--port {args.port}: expected 0..65535")
     if args.auth_token is not None and not args.auth_token:
