@@ -59,11 +59,9 @@ def run_example(name: str, *, rebuild_base: bool) -> RunResult:
     if not config_path.is_file():
         raise SystemExit(f"no examples/{name}/train.toml; choose from {', '.join(examples())}")
     config = load_config(config_path, base_dir=ROOT)
-    out_dir = Path(config.run.output_dir)
-    out_dir = out_dir if out_dir.is_absolute() else ROOT / out_dir
+    out_dir = config.resolve(config.run.output_dir)
     shutil.rmtree(out_dir, ignore_errors=True)
-    model_dir = Path(config.model.path)
-    model_dir = model_dir if model_dir.is_absolute() else ROOT / model_dir
+    model_dir = config.resolve(config.model.path)
     if rebuild_base:
         shutil.rmtree(model_dir, ignore_errors=True)
     load_before = os.getloadavg()[0]
