@@ -23,12 +23,13 @@ from typing import Literal
 
 import torch
 from transformers import (
-    AutoModelForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
+from fulmen_local.model.load import load_causal_lm
 from fulmen_local.model.tokenizer import load_tokenizer
 
 __all__ = [
@@ -127,7 +128,7 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def save_model(
-    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path
 ) -> Path:
     """Save model (safetensors) and tokenizer into ``out_dir`` (created if missing).
 
@@ -141,12 +142,14 @@ def save_model(
     return directory
 
 
-def load_model(path: str | Path) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
-    """Load a directory written by :func:`save_model`, in float32 and ``eval()`` mode.
+def load_model(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a model directory (any causal LM, e.g. one :func:`save_model` wrote) on the CPU, in
+    float32 and ``eval()`` mode. Training runs load through
+    :func:`fulmen_local.model.policy.load_policy` instead (device, dtype, LoRA).
 
     Raises:
         FileNotFoundError: the directory has no ``config.json`` or no tokenizer.
-        TypeError: the checkpoint is not a Llama causal LM.
+        fulmen.config.ConfigError: not a causal LM, or no chat template.
     """
     directory = Path(path)
     if not (directory / "config.json").is_file():
@@ -154,8 +157,5 @@ def load_model(path: str | Path) -> tuple[LlamaForCausalLM, PreTrainedTokenizerB
             f"{directory}: no config.json; create it with save_model() or "
             "`python -m fulmen_local.model.warmstart DIR`"
         )
-    tokenizer = load_tokenizer(directory)
-    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
-    if not isinstance(model, LlamaForCausalLM):
-        raise TypeError(f"{directory}: expected a Llama causal LM, got {type(model).__name__}")
-    return model.eval(), tokenizer
+    load_tokenizer(directory)  # a clear FileNotFoundError when the tokenizer is missing
+    return load_causal_lm(directory, dtype=torch.float32)

@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fulmen.errors import ServingError
 from tokenizers import Tokenizer, decoders, models
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -222,7 +223,7 @@ def format_tool_call(name: str, arguments: dict[str, Any]) -> str:
     return f"{TOOL_CALL_START}{payload}{json.dumps(arguments, ensure_ascii=False)}}}{TOOL_CALL_END}"
 
 
-class ToolCallParseError(ValueError):
+class ToolCallParseError(ServingError, ValueError):
     """A ``<tool_call>`` block is not JSON of the form ``{"name": str, "arguments": object}``."""
 
 

@@ -10,13 +10,15 @@ from fulmen.config import ConfigError, TrainConfig
 from fulmen.gateway import Gateway
 from fulmen.loading import load_object
 from fulmen.store import open_store
-from fulmen_local.model.build import load_model
+from fulmen_local.model.lora import ADAPTER_CONFIG, adapter_base, is_adapter_dir
+from fulmen_local.model.policy import load_policy
 from fulmen_local.server import InferenceServer
 from fulmen_local.train.loop import (
     EvalResult,
     Log,
     evaluate_tasks,
     load_eval_tasks,
+    local_settings,
     make_runner,
     prepare_model,
 )
@@ -33,15 +35,21 @@ async def run_evaluation(
     """
     if not config.data.eval:
         raise ConfigError("[data] eval is not set; nothing to evaluate")
-    torch.set_num_threads(int(config.backend_options.get("local", {}).get("threads", 2)))
-    if checkpoint is not None and not (checkpoint / "config.json").exists():
+    local = local_settings(config)
+    torch.set_num_threads(local.threads)
+    adapter = checkpoint is not None and is_adapter_dir(checkpoint)
+    if checkpoint is not None and not adapter and not (checkpoint / "config.json").exists():
         raise ConfigError(
-            f"--checkpoint {str(checkpoint)!r} is not a model directory (no config.json); use "
-            "a directory under <output_dir>/checkpoints/"
+            f"--checkpoint {str(checkpoint)!r} is not a model directory (no config.json or "
+            f"{ADAPTER_CONFIG}); use a directory under <output_dir>/checkpoints/"
         )
-    path = checkpoint if checkpoint is not None else prepare_model(config, log)
-    model, tokenizer = load_model(path)
-    model.eval()
+    if checkpoint is not None and adapter:
+        base = adapter_base(checkpoint) or prepare_model(config, log)
+        policy = load_policy(base, local, checkpoint=checkpoint, for_training=False)
+    else:
+        source = checkpoint if checkpoint is not None else prepare_model(config, log)
+        policy = load_policy(source, local, for_training=False)
+    model, tokenizer = policy.serving, policy.tokenizer
     tasks = load_eval_tasks(config)
     agent = load_object(config.agent.entry, base_dir=config.base_dir)
     with tempfile.TemporaryDirectory(prefix="fulmen-eval-") as tmp:

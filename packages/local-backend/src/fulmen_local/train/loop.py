@@ -17,7 +17,6 @@ sees a half-updated model.
 from __future__ import annotations
 
 import asyncio
-import copy
 import shutil
 import statistics
 import time
@@ -37,12 +36,15 @@ from fulmen.observe.alarms import AlarmMonitor
 from fulmen.protocol import Task, TerminationReason
 from fulmen.runner import EpisodeResult, Runner
 from fulmen.store import open_store
-from fulmen_local.model.build import load_model
+from fulmen_local.model.load import context_length, is_hub_id
+from fulmen_local.model.policy import PolicyModels, load_policy
 from fulmen_local.server import InferenceServer
+from fulmen_local.settings import LocalSettings, parse_local_settings
 from fulmen_local.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from fulmen_local.train.metrics import MetricsWriter, plot_curves, read_metrics
 from fulmen_local.train.sampler import TaskSampler
 from fulmen_local.trainer.updater import GRPOConfig, GRPOUpdater
+from transformers import PretrainedConfig
 
 __all__ = [
     "EvalResult",
@@ -79,15 +81,25 @@ class TrainResult:
     output_dir: Path
 
 
-def prepare_model(config: TrainConfig, log: Log) -> Path:
-    """The base model directory, built with ``[model] build`` when it does not exist yet."""
+def local_settings(config: TrainConfig) -> LocalSettings:
+    """The config's ``[local]`` table, validated."""
+    return parse_local_settings(
+        config.backend_options.get("local", {}), source="config"
+    )
+
+
+def prepare_model(config: TrainConfig, log: Log) -> Path | str:
+    """The base model: a directory (built with ``[model] build`` when it does not exist yet) or
+    a Hugging Face Hub id (``org/name``, when no such local path exists and no build is set)."""
     path = config.resolve(config.model.path)
     if (path / "config.json").exists():
         return path
     if config.model.build is None:
+        if is_hub_id(config.model.path):
+            return config.model.path
         raise ConfigError(
             f"[model] path {str(path)!r} holds no model and [model] build is not set; point path "
-            "at a Hugging Face model directory or name a build function"
+            "at a Hugging Face model directory or Hub id, or name a build function"
         )
     log(f"building the base model into {path} ({config.model.build}) …")
     started = time.perf_counter()
@@ -175,10 +187,26 @@ def run_training(config: TrainConfig, *, resume: bool = False, log: Log = print)
     return asyncio.run(_train(config, resume=resume, log=log))
 
 
+def check_context(config: TrainConfig, policy: PolicyModels) -> None:
+    """Refuse a ``[train] max_tokens`` that leaves no room for a prompt in the model's context.
+
+    Raises:
+        ConfigError: ``max_tokens`` is not smaller than the context length.
+    """
+    model_config = getattr(policy.serving, "config", None)
+    length = context_length(model_config) if isinstance(model_config, PretrainedConfig) else None
+    if length is not None and config.train.max_tokens >= length:
+        raise ConfigError(
+            f"[train] max_tokens = {config.train.max_tokens} leaves no room for a prompt in the "
+            f"model's context of {length} tokens ([model] path = {config.model.path!r}); lower "
+            "max_tokens or use a model with a longer context"
+        )
+
+
 async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
     started = time.perf_counter()
-    local = config.backend_options.get("local", {})
-    torch.set_num_threads(int(local.get("threads", 2)))
+    local = local_settings(config)
+    torch.set_num_threads(local.threads)
     torch.manual_seed(config.run.seed)
     out = config.resolve(config.run.output_dir)
     ckpt_root = out / "checkpoints"
@@ -193,23 +221,30 @@ async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
     if not resume and out.exists():
         shutil.rmtree(out)
     base = prepare_model(config, log)
-    model, tokenizer = load_model(checkpoint.path if checkpoint else base)
-    serving = copy.deepcopy(model).eval()
+    policy = load_policy(base, local, checkpoint=checkpoint.path if checkpoint else None)
+    check_context(config, policy)
+    model, tokenizer = policy.trainer, policy.tokenizer
+    log(
+        f"policy: {type(policy.serving).__name__} on {policy.device} ({policy.dtype}, "
+        f"{'LoRA' if policy.lora else 'full fine-tuning'}; "
+        f"{sum(p.numel() for p in policy.trainable_parameters()):,} trained parameters)"
+    )
     train_tasks = load_tasks(config.data.train, split="train", base_dir=config.base_dir)
     eval_tasks = load_eval_tasks(config)
     agent = load_object(config.agent.entry, base_dir=config.base_dir)
     assigner = assigner_from_config(config.credit.assigner, config.credit.options)
     t = config.train
-    reference = copy.deepcopy(model).eval() if t.kl_coef > 0 else None
     updater = GRPOUpdater(
         model,
         GRPOConfig(
             lr=t.learning_rate, weight_decay=t.weight_decay, clip_low=t.clip_eps,
             clip_high=t.clip_eps, kl_coef=t.kl_coef, max_grad_norm=t.grad_clip,
-            micro_batch_tokens=int(local.get("micro_batch_tokens", 16384)),
+            micro_batch_tokens=local.micro_batch_tokens,
         ),
         pad_token_id=_pad_id(tokenizer),
-        reference=reference,
+        reference=policy.reference() if t.kl_coef > 0 else None,
+        reference_context=policy.adapters_disabled if policy.lora else None,
+        autocast_dtype=policy.dtype,
     )
     sampler = TaskSampler(train_tasks, seed=config.run.seed)
     start_step = 0
@@ -230,8 +265,8 @@ async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
         if crashed:
             log(f"marked {len(crashed)} episodes of the interrupted step as crashed (never trained)")
     server = InferenceServer(
-        serving, tokenizer, model_name=config.model.name,
-        max_batch_size=int(local.get("max_batch_size", 128)), policy_version=start_step,
+        policy.serving, tokenizer, model_name=config.model.name,
+        max_batch_size=local.max_batch_size, policy_version=start_step,
     )
     server.start_in_thread()
     gateway = Gateway(store, server.url)
@@ -269,7 +304,7 @@ async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
                 row.update(updater.update(batch.rows))
             else:
                 row["skipped_update"] = 1
-            server.update_weights(model.state_dict(), version=step + 1)
+            server.update_weights(policy.weights_for_server(), version=step + 1)
             row["update_s"] = time.perf_counter() - update_started
             row["rollout_s"] = rollout_s
             row["rollout_tokens_per_s"] = row["response_tokens"] / max(rollout_s, 1e-9)

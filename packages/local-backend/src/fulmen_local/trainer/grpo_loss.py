@@ -48,6 +48,18 @@ class GRPOBatch:
         """Number of trained tokens."""
         return int(self.response_mask.sum().item())
 
+    def to(self, device: torch.device) -> GRPOBatch:
+        """This batch with every tensor on ``device`` (itself when already there)."""
+        if self.input_ids.device == device:
+            return self
+        return GRPOBatch(
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            response_mask=self.response_mask.to(device),
+            old_logprobs=self.old_logprobs.to(device),
+            advantages=self.advantages.to(device),
+        )
+
 
 def collate_rows(
     rows: Sequence[TrainingRow], *, pad_token_id: int, max_length: int | None = None

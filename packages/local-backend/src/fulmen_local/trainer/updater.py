@@ -10,14 +10,15 @@ micro-batches of at most ``micro_batch_tokens`` padded tokens. ``state_dict`` /
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from fulmen.rows import TrainingRow
 
-from fulmen_local.trainer.grpo_loss import collate_rows, grpo_loss, token_logprobs
+from fulmen_local.trainer.grpo_loss import GRPOBatch, collate_rows, grpo_loss, token_logprobs
 
 __all__ = ["GRPOConfig", "GRPOUpdater", "pack_micro_batches"]
 
@@ -74,9 +75,13 @@ class GRPOUpdater:
         model: the policy (a causal LM returning ``.logits``); its parameters are optimised.
         config: optimisation settings.
         pad_token_id: id used to pad rows.
-        reference: frozen reference model for the KL penalty (required when
-            ``config.kl_coef > 0``); it is never updated.
+        reference: frozen reference model for the KL penalty (``config.kl_coef > 0`` needs it
+            or ``reference_context``); it is never updated.
+        reference_context: alternative to ``reference`` for LoRA: a function returning a
+            context manager that yields the reference (the policy with its adapters disabled).
         max_length: longest row accepted (defaults to the model's ``max_position_embeddings``).
+        autocast_dtype: compute dtype of the forward passes (``torch.autocast`` on the model's
+            device); None or float32: full precision. float16 also scales the loss.
     """
 
     def __init__(
@@ -86,20 +91,34 @@ class GRPOUpdater:
         *,
         pad_token_id: int,
         reference: torch.nn.Module | None = None,
+        reference_context: Callable[[], AbstractContextManager[torch.nn.Module]] | None = None,
         max_length: int | None = None,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
-        if config.kl_coef > 0 and reference is None:
+        if config.kl_coef > 0 and reference is None and reference_context is None:
             raise ValueError("GRPOUpdater: kl_coef > 0 needs a reference model")
         self.model = model
         self.config = config
         self.pad_token_id = pad_token_id
         self.reference = reference
+        self._reference_context = reference_context
         if reference is not None:
             reference.eval().requires_grad_(False)
         model_config = getattr(model, "config", None)
         self.max_length = max_length or getattr(model_config, "max_position_embeddings", None)
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        if not self._params:
+            raise ValueError("GRPOUpdater: the model has no trainable parameter")
+        device = self._params[0].device
+        self._autocast_dtype = (
+            None if autocast_dtype in (None, torch.float32) else autocast_dtype
+        )
+        self._device_type = device.type
+        self._scaler = (
+            torch.amp.GradScaler(device.type) if self._autocast_dtype is torch.float16 else None
+        )
         self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad],
+            self._params,
             lr=config.lr,
             betas=config.betas,
             weight_decay=config.weight_decay,
@@ -140,20 +159,22 @@ class GRPOUpdater:
                     )
                     if batch.num_tokens == 0:
                         continue
-                    ref: torch.Tensor | None = None
-                    if self.reference is not None and self.config.kl_coef > 0:
-                        with torch.no_grad():
-                            ref, _ = token_logprobs(self.reference, batch)
-                    out = grpo_loss(
-                        self.model,
-                        batch,
-                        clip_low=self.config.clip_low,
-                        clip_high=self.config.clip_high,
-                        kl_coef=self.config.kl_coef,
-                        ref_logprobs=ref,
-                        denominator=denominator,
-                    )
-                    out.loss.backward()
+                    batch = batch.to(self._params[0].device)
+                    ref = self._reference_logprobs(batch)
+                    with self._autocast():
+                        out = grpo_loss(
+                            self.model,
+                            batch,
+                            clip_low=self.config.clip_low,
+                            clip_high=self.config.clip_high,
+                            kl_coef=self.config.kl_coef,
+                            ref_logprobs=ref,
+                            denominator=denominator,
+                        )
+                    if self._scaler is not None:
+                        self._scaler.scale(out.loss).backward()
+                    else:
+                        out.loss.backward()
                     loss_total += float(out.loss.detach())
                     tokens_total += out.num_tokens
                     for key, value in out.metrics.items():
@@ -161,11 +182,15 @@ class GRPOUpdater:
                             ratio_max = max(ratio_max, value)
                         else:
                             sums[key] = sums.get(key, 0.0) + value * out.num_tokens
-                norm = torch.nn.utils.clip_grad_norm_(
-                    self.model.parameters(), self.config.max_grad_norm
-                )
+                if self._scaler is not None:
+                    self._scaler.unscale_(self.optimizer)
+                norm = torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm)
                 grad_norms.append(float(norm))
-                self.optimizer.step()
+                if self._scaler is not None:
+                    self._scaler.step(self.optimizer)
+                    self._scaler.update()
+                else:
+                    self.optimizer.step()
                 self.step += 1
         finally:
             self.optimizer.zero_grad(set_to_none=True)
@@ -181,6 +206,29 @@ class GRPOUpdater:
             lr=float(self.optimizer.param_groups[0]["lr"]),
         )
         return metrics
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        if self._autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self._device_type, dtype=self._autocast_dtype)
+
+    def _reference_logprobs(self, batch: GRPOBatch) -> torch.Tensor | None:
+        if self.config.kl_coef <= 0:
+            return None
+        with torch.no_grad(), self._autocast():
+            if self.reference is not None:
+                ref, _ = token_logprobs(self.reference, batch)
+                return ref
+            if self._reference_context is not None:
+                was_training = self.model.training
+                with self._reference_context() as reference:
+                    reference.eval()
+                    try:
+                        ref, _ = token_logprobs(reference, batch)
+                    finally:
+                        reference.train(was_training)
+                return ref
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """Model weights, optimizer state, step count and config (for checkpoints)."""
