@@ -129,6 +129,41 @@ def test_training_steps_update_weights_and_write_metrics(
 
 
 @pytest.mark.slow
+def test_lora_run_trains_only_adapters_and_evaluates_the_adapter_checkpoint(
+    tmp_path: Path, base_model: Path, reward_module: Path
+) -> None:
+    raw = _config(tmp_path, steps=2, base=base_model)
+    raw["local"]["lora"] = {"rank": 4, "alpha": 16}
+    raw["train"]["kl_coef"] = 0.05  # the reference is the base with adapters disabled
+    config = parse_config(raw, base_dir=str(REPO))
+    messages: list[str] = []
+    result = run_training(config, log=messages.append)
+    assert any("LoRA" in m and "trained parameters" in m for m in messages)
+    out = tmp_path / "run"
+    train = [r for r in _rows(out / "metrics.jsonl") if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2]
+    assert all(r["num_tokens"] > 0 and r["grad_norm"] > 0 for r in train)
+    assert train[1]["kl"] > 0  # step 2 trains adapters that moved away from the base
+    checkpoint = latest_checkpoint(out / "checkpoints")
+    assert checkpoint is not None and checkpoint.step == 2
+    assert (checkpoint.path / "adapter_config.json").is_file()
+    assert not (checkpoint.path / "model.safetensors").exists()
+    store = open_store(out / "episodes.db")
+    try:
+        step2 = [e for e in store.list_episodes() if (e.group_id or "").startswith("step2:")]
+        assert {t.policy_version for e in step2 for t in store.transitions(e.id)} == {1}
+    finally:
+        store.close()
+    import asyncio
+
+    from fulmen_local.train.evaluate import run_evaluation
+
+    assert result.after is not None
+    again = asyncio.run(run_evaluation(config, checkpoint=checkpoint.path, log=messages.append))
+    assert (again.episodes, again.success_rate) == (result.after.episodes, result.after.success_rate)
+
+
+@pytest.mark.slow
 def test_kill_mid_run_then_resume_continues(tmp_path: Path, base_model: Path, reward_module: Path) -> None:
     raw = _config(tmp_path, steps=4, base=base_model)
     raw["train"]["eval_size"] = 2
