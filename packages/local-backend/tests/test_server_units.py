@@ -1,9 +1,7 @@
-"""Unit tests of the server's pure parts: sampler, detokenizer/stop strings, tool-call parser,
-request validation."""
+"""Unit tests of the server's pure parts: sampler, detokenizer/stop strings, request validation
+(tool-call parsers: ``test_tool_parsers.py``)."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
@@ -16,7 +14,6 @@ from fulmen_local.server.sampling import (
     sample_tokens,
 )
 from fulmen_local.server.textstream import TextStream
-from fulmen_local.server.toolcalls import ToolCallStreamFilter, parse_tool_calls
 
 # ----------------------------------------------------------------------------- sampling
 
@@ -106,63 +103,6 @@ def test_text_stream_releases_held_text_when_no_stop_follows() -> None:
     text = "".join(stream.push(b) for b in b"an EXAMPLE")
     assert text + stream.finish() == "an EXAMPLE"
     assert stream.stopped is None
-
-
-# ----------------------------------------------------------------------------- tool calls
-
-
-def test_parse_tool_calls_openai_shape() -> None:
-    text = (
-        'Let me compute.\n<tool_call>{"name": "calc", "arguments": {"x": "3*4"}}</tool_call>\n'
-        '<tool_call>{"name": "now", "arguments": {}}</tool_call>'
-    )
-    parsed = parse_tool_calls(text)
-    assert parsed is not None
-    assert parsed.content == "Let me compute."
-    first, second = parsed.tool_calls
-    assert first["type"] == "function" and first["id"].startswith("call_")
-    assert first["id"] != second["id"]
-    assert first["function"] == {"name": "calc", "arguments": '{"x": "3*4"}'}
-    assert json.loads(second["function"]["arguments"]) == {}
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "no tools here",
-        '<tool_call>{"name": "calc", "arguments": {"x": 1}</tool_call>',  # bad JSON
-        '<tool_call>{"arguments": {}}</tool_call>',  # no name
-        '<tool_call>{"name": "calc", "arguments": 3}</tool_call>',  # arguments not an object
-        '<tool_call>{"name": "calc", "arguments": {}}',  # never closed
-        '<tool_call>{"name": "a", "arguments": {}}</tool_call><tool_call>{"name": "b"',
-    ],
-)
-def test_malformed_tool_calls_stay_content(text: str) -> None:
-    assert parse_tool_calls(text) is None
-
-
-def test_only_tool_calls_gives_null_content() -> None:
-    parsed = parse_tool_calls('<tool_call>{"name": "a", "arguments": {"k": "v"}}</tool_call>')
-    assert parsed is not None and parsed.content is None
-
-
-def test_stream_filter_streams_content_until_the_tag() -> None:
-    flt = ToolCallStreamFilter()
-    text = 'Sure <tool_call>{"name": "a", "arguments": {}}</tool_call>'
-    streamed = "".join(flt.push(ch) for ch in text)
-    assert streamed == "Sure "
-    tail, parsed = flt.finish()
-    assert tail == "" and parsed is not None
-    assert parsed.tool_calls[0]["function"]["name"] == "a"
-
-
-def test_stream_filter_releases_malformed_call_as_content() -> None:
-    flt = ToolCallStreamFilter()
-    text = "a < b and <tool_call>oops"
-    streamed = "".join(flt.push(ch) for ch in text)
-    tail, parsed = flt.finish()
-    assert parsed is None
-    assert streamed + tail == text
 
 
 # ----------------------------------------------------------------------------- requests

@@ -4,6 +4,8 @@
   raw logprobs, weight hot swap with a policy version.
 * :class:`InferenceServer` — the engine plus aiohttp routes ``/v1/chat/completions``,
   ``/v1/completions``, ``/v1/models``, ``/health``.
+* Tool-call parsers named like vLLM's ``--tool-call-parser`` (:func:`get_tool_parser`,
+  :func:`default_tool_parser` per model family, :func:`template_supports_tools`).
 
 Run one by hand with ``python -m fulmen_local.server MODEL_DIR --port 8000``.
 """
@@ -22,10 +24,19 @@ from fulmen_local.server.engine import (
 from fulmen_local.server.outputs import GenerationResult, SequenceOutput, TokenEvent
 from fulmen_local.server.sampling import SamplingParams, SamplingParamsError
 from fulmen_local.server.service import InferenceServer
-from fulmen_local.server.toolcalls import ParsedToolCalls, parse_tool_calls
+from fulmen_local.server.template import template_supports_tools
+from fulmen_local.server.tool_parsers import (
+    TOOL_PARSER_NAMES,
+    ParsedToolCalls,
+    ToolParser,
+    UnknownToolParserError,
+    default_tool_parser,
+    get_tool_parser,
+)
 
 __all__ = [
     "POLICY_VERSION_HEADER",
+    "TOOL_PARSER_NAMES",
     "ContextLengthError",
     "EngineStats",
     "EngineStoppedError",
@@ -38,7 +49,11 @@ __all__ = [
     "SamplingParamsError",
     "SequenceOutput",
     "TokenEvent",
+    "ToolParser",
+    "UnknownToolParserError",
     "WeightUpdate",
     "build_app",
-    "parse_tool_calls",
+    "default_tool_parser",
+    "get_tool_parser",
+    "template_supports_tools",
 ]

@@ -1,4 +1,10 @@
-"""``python -m fulmen_local.server MODEL_DIR [--port N]``: serve a saved model by hand."""
+"""``python -m fulmen_local.server MODEL_DIR [--port N] [--tool-call-parser NAME]``: serve a
+saved model by hand.
+
+Requests with tools get their calls parsed in the ``--tool-call-parser`` format (vLLM's names;
+default ``hermes``, the format of fulmen's own models and Qwen; ``none`` refuses tools), like
+vLLM with ``--enable-auto-tool-choice``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import asyncio
 import contextlib
 import sys
 from pathlib import Path
+
+from fulmen_local.server.tool_parsers import TOOL_PARSER_NAMES
 
 __all__ = ["main"]
 
@@ -24,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-window-ms", type=float, default=2.0)
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--tool-call-parser",
+        choices=[*TOOL_PARSER_NAMES, "none"],
+        default="hermes",
+        help="format of the model's tool calls (vLLM's names; none: refuse requests with tools)",
+    )
     return parser
 
 
@@ -51,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         max_batch_size=args.max_batch_size,
         batch_window_ms=args.batch_window_ms,
         max_model_len=args.max_model_len,
+        tool_parser=None if args.tool_call_parser == "none" else args.tool_call_parser,
     )
 
     async def serve() -> None:
         url = await server.start_async()
+        print(f"tool-call parser: {server.tool_parser or 'none'}", flush=True)
         print(f"serving {server.model_name} at {url}/v1", flush=True)
         try:
             await asyncio.Event().wait()

@@ -4,6 +4,12 @@ Every response carries the header ``X-Fulmen-Policy-Version`` (generation respon
 version that produced them, also in the body as ``policy_version``). An ``X-Request-Id``
 request header becomes the response id (``chatcmpl-{id}`` / ``cmpl-{id}``) and is echoed.
 Errors use vLLM's body shape (see :mod:`.errors`).
+
+Tool calls: with a tool-call parser (vLLM's ``--tool-call-parser`` names, see
+:mod:`.tool_parsers`), a chat request with ``tools`` (and ``tool_choice`` other than ``none``)
+gets its calls parsed into ``tool_calls``, as vLLM does with ``--enable-auto-tool-choice``.
+Without a parser, or when the chat template does not render tools, such a request is a 400
+naming the fix.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
@@ -28,9 +35,9 @@ from fulmen_local.server.params import (
 )
 from fulmen_local.server.responses import POLICY_VERSION_HEADER, ResponseBuilder, dumps
 from fulmen_local.server.sse import Submissions, stream_chat, stream_completion
-from fulmen_local.server.template import render_chat_prompt
+from fulmen_local.server.template import render_chat_prompt, template_supports_tools
 from fulmen_local.server.tokens import TokenTexts
-from fulmen_local.server.toolcalls import parse_tool_calls
+from fulmen_local.server.tool_parsers import TOOL_PARSER_NAMES, ToolCallDecoding, get_tool_parser
 
 __all__ = ["POLICY_VERSION_HEADER", "build_app"]
 
@@ -40,15 +47,45 @@ _NAME = web.AppKey("model_name", str)
 _TEXTS = web.AppKey("token_texts", TokenTexts)
 
 
+@dataclass(frozen=True, slots=True)
+class _Tools:
+    """How this server handles requests with tools."""
+
+    decoding: ToolCallDecoding | None
+    """The tool-call parser bound to the tokenizer; None: the server has no parser."""
+    template_renders_tools: bool
+
+
+_TOOLS = web.AppKey("tools", _Tools)
+
+
 def build_app(
-    engine: GenerationEngine, tokenizer: PreTrainedTokenizerBase, *, model_name: str
+    engine: GenerationEngine,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    model_name: str,
+    tool_parser: str | None = "hermes",
 ) -> web.Application:
-    """The aiohttp application serving ``engine`` as ``model_name`` (engine started by caller)."""
+    """The aiohttp application serving ``engine`` as ``model_name`` (engine started by caller).
+
+    Args:
+        tool_parser: The tool-call format (vLLM's ``--tool-call-parser`` name); None: requests
+            with tools are refused.
+
+    Raises:
+        UnknownToolParserError: ``tool_parser`` is not a registered name.
+    """
+    decoding = (
+        ToolCallDecoding(get_tool_parser(tool_parser), tokenizer)
+        if tool_parser is not None
+        else None
+    )
     app = web.Application(middlewares=[_errors_and_headers], client_max_size=64 * 1024 * 1024)
     app[_ENGINE] = engine
     app[_TOKENIZER] = tokenizer
     app[_NAME] = model_name
     app[_TEXTS] = TokenTexts(tokenizer)
+    app[_TOOLS] = _Tools(decoding, decoding is not None and template_supports_tools(tokenizer))
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/completions", _completions)
     app.router.add_get("/v1/models", _models)
@@ -134,6 +171,34 @@ def _check_model(request: web.Request, req: ParsedRequest) -> None:
         )
 
 
+def _tool_decoding(request: web.Request, req: ParsedRequest) -> ToolCallDecoding | None:
+    """The parser for this request's output; None when it asks for no tool calls.
+
+    Raises:
+        ApiError: 400 when the request has tools but the server cannot handle them.
+    """
+    if not req.parse_tools:
+        return None
+    tools = request.app[_TOOLS]
+    if tools.decoding is None:
+        raise bad_request(
+            "this request has tools, but the server has no tool-call parser, so tool calls "
+            "would come back as plain text; set one (fulmen config: [local] tool_parser; "
+            "python -m fulmen_local.server: --tool-call-parser) to one of "
+            f"{', '.join(TOOL_PARSER_NAMES)}, or leave tools out",
+            "tools",
+        )
+    if not tools.template_renders_tools:
+        raise bad_request(
+            f"this request has tools, but the chat template of `{request.app[_NAME]}` does not "
+            "render tools, so the model would never see them; serve a model whose chat "
+            "template supports tools, or leave tools out (the server's tool-call parser, "
+            f"[local] tool_parser / --tool-call-parser, is {tools.decoding.parser.name})",
+            "tools",
+        )
+    return tools.decoding
+
+
 def _request_id(request: web.Request) -> str:
     return request.headers.get("X-Request-Id") or uuid.uuid4().hex
 
@@ -150,6 +215,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     engine, tokenizer = request.app[_ENGINE], request.app[_TOKENIZER]
     req = parse_chat_request(await _body(request))
     _check_model(request, req)
+    tools = _tool_decoding(request, req)
     prompt = render_chat_prompt(
         tokenizer, req.messages, tools=req.tools, template_kwargs=req.template_kwargs
     )
@@ -160,7 +226,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     try:
         if req.stream:
             return await stream_chat(
-                request, req, subs, tuple(prompt), _builders(request, f"chatcmpl-{rid}")
+                request, req, subs, tuple(prompt), _builders(request, f"chatcmpl-{rid}"), tools
             )
         collector = OutputCollector(params.n)
         async for _, event in subs.events():
@@ -175,7 +241,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     build = _builder(request, f"chatcmpl-{rid}", version)
     choices: list[dict[str, Any]] = []
     for out in outputs:
-        parsed = parse_tool_calls(out.text) if req.parse_tools else None
+        parsed = tools.parse(out, req.stop) if tools is not None else None
         choices.append(
             build.chat_choice(
                 out,

@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from fulmen_local.server.app import build_app
 from fulmen_local.server.engine import GenerationEngine, WeightUpdate
+from fulmen_local.server.tool_parsers import get_tool_parser
 
 __all__ = ["InferenceServer"]
 
@@ -36,6 +37,12 @@ class InferenceServer:
         max_model_len: Context length (default: the model config's).
         policy_version: Initial policy version.
         eos_token_ids: Override the end-of-sequence ids.
+        tool_parser: Tool-call format, named like vLLM's ``--tool-call-parser`` (see
+            :mod:`fulmen_local.server.tool_parsers`); None: requests with tools get a 400.
+
+    Raises:
+        UnknownToolParserError: ``tool_parser`` is not a registered name (the message lists
+            the valid ones).
     """
 
     def __init__(
@@ -51,7 +58,11 @@ class InferenceServer:
         max_model_len: int | None = None,
         policy_version: int = 0,
         eos_token_ids: Sequence[int] | None = None,
+        tool_parser: str | None = "hermes",
     ) -> None:
+        if tool_parser is not None:
+            get_tool_parser(tool_parser)  # an unknown name fails here, before any work
+        self.tool_parser = tool_parser
         self.engine = GenerationEngine(
             model,
             tokenizer,
@@ -109,7 +120,9 @@ class InferenceServer:
         if self._runner is not None:
             return self.url
         self.engine.start()
-        app = build_app(self.engine, self.tokenizer, model_name=self.model_name)
+        app = build_app(
+            self.engine, self.tokenizer, model_name=self.model_name, tool_parser=self.tool_parser
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)

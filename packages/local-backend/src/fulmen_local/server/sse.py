@@ -23,7 +23,7 @@ from fulmen_local.server.outputs import TokenEvent
 from fulmen_local.server.params import ParsedRequest
 from fulmen_local.server.responses import POLICY_VERSION_HEADER, ResponseBuilder, dumps
 from fulmen_local.server.sampling import SamplingParams
-from fulmen_local.server.toolcalls import ToolCallStreamFilter
+from fulmen_local.server.tool_parsers import ChoiceToolCalls, ToolCallDecoding
 
 __all__ = ["Submissions", "stream_chat", "stream_completion"]
 
@@ -109,13 +109,16 @@ async def stream_chat(
     subs: Submissions,
     prompt: tuple[int, ...],
     make_builder: Callable[[int], ResponseBuilder],
+    tools: ToolCallDecoding | None = None,
 ) -> web.StreamResponse:
+    """Stream a chat completion; with ``tools`` (the request asks for tool calls) content is
+    held back from a call's start and the calls come in the finishing chunk."""
     events, first = await _first_event(subs)
     build = make_builder(first[1].policy_version)
     response = await _open_stream(request, build.policy_version)
     for i in range(req.n):
         await _send(response, build.role_chunk(i, prompt if req.return_token_ids else None))
-    filters = [ToolCallStreamFilter() if req.parse_tools else None for _ in range(req.n)]
+    choices = [tools.stream(req.stop) if tools is not None else None for _ in range(req.n)]
     completion_tokens, running = 0, req.n
 
     async def all_events() -> AsyncIterator[tuple[int, TokenEvent]]:
@@ -129,7 +132,7 @@ async def stream_chat(
             break
         completion_tokens += ev.token_id is not None
         running -= ev.finish_reason is not None
-        delta, finish = _chat_delta(ev, filters[ev.index])
+        delta, finish = _chat_delta(ev, choices[ev.index])
         if not delta and finish is None and not (req.return_token_ids or req.logprobs):
             continue
         choice: dict[str, Any] = {
@@ -157,20 +160,15 @@ async def stream_chat(
     return response
 
 
-def _chat_delta(
-    ev: TokenEvent, flt: ToolCallStreamFilter | None
-) -> tuple[dict[str, Any], str | None]:
+def _chat_delta(ev: TokenEvent, tools: ChoiceToolCalls | None) -> tuple[dict[str, Any], str | None]:
     """The delta and finish reason of one event's chunk (tool calls resolved at the end)."""
-    content = flt.push(ev.text) if flt is not None else ev.text
+    content, parsed = tools.feed(ev) if tools is not None else (ev.text, None)
     finish = ev.finish_reason
     delta: dict[str, Any] = {}
     calls: list[dict[str, Any]] = []
-    if finish is not None and flt is not None:
-        tail, parsed = flt.finish()
-        content += tail
-        if parsed is not None:
-            calls = [{"index": k, **call} for k, call in enumerate(parsed.tool_calls)]
-            finish = "tool_calls"
+    if parsed is not None:
+        calls = [{"index": k, **call} for k, call in enumerate(parsed.tool_calls)]
+        finish = "tool_calls"
     if calls:  # vLLM's tool-call deltas carry an explicit null content
         delta["content"] = content or None
         delta["tool_calls"] = calls

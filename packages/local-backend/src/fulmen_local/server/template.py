@@ -5,6 +5,8 @@ text parts is joined with newlines, and assistant ``tool_calls`` whose ``argumen
 string (the OpenAI wire format) get the parsed object instead, because Hermes/Qwen-style
 templates render ``arguments | tojson``. The rendered text is tokenized without adding special
 tokens (the template already has them).
+
+:func:`template_supports_tools` tells whether a tokenizer's template shows tools to the model.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from fulmen_local.server.errors import ApiError, bad_request
 
-__all__ = ["normalize_messages", "render_chat_prompt"]
+__all__ = ["normalize_messages", "render_chat_prompt", "template_supports_tools"]
 
 
 def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -103,3 +105,39 @@ def render_chat_prompt(
         raise ApiError(500, f"the chat template returned {type(text).__name__}, expected text")
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return [int(t) for t in ids]
+
+
+_PROBE_TOOL_NAME = "fulmen_probe_lookup"
+_PROBE_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": _PROBE_TOOL_NAME,
+        "description": "Look a word up.",
+        "parameters": {
+            "type": "object",
+            "properties": {"word": {"type": "string", "description": "The word."}},
+            "required": ["word"],
+        },
+    },
+}
+
+
+def template_supports_tools(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer's chat template renders tools into the prompt.
+
+    Renders a one-message conversation with one tool and looks for the tool's name in the
+    text. False when there is no chat template, or it ignores tools (Gemma's, Phi-3's) or
+    fails on the probe.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return False
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "What does 'tool' mean?"}],
+            tools=[dict(_PROBE_TOOL)],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+    except Exception:  # any template error: it cannot be relied on to show tools
+        return False
+    return isinstance(text, str) and _PROBE_TOOL_NAME in text

@@ -17,6 +17,7 @@ __all__ = [
     "make_decoder",
     "model_context_length",
     "pad_token_id",
+    "special_marker_ids",
 ]
 
 
@@ -62,28 +63,71 @@ def model_context_length(model: torch.nn.Module) -> int:
     return value
 
 
-def make_decoder(tokenizer: PreTrainedTokenizerBase) -> Decode:
-    """A fast decoder (special tokens skipped) for :class:`~.textstream.TextStream`.
-
-    Uses a private copy of the Rust ``tokenizers`` backend (so the engine thread never shares
-    it with threads that encode prompts) when the tokenizer has one and applies no Python-side
-    clean-up, else ``tokenizer.decode``.
-    """
+def _fast_backend(tokenizer: PreTrainedTokenizerBase) -> Tokenizer | None:
+    """The Rust backend when decoding may go straight to it (no Python-side clean-up)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if isinstance(backend, Tokenizer) and not getattr(
         tokenizer, "clean_up_tokenization_spaces", False
     ):
+        return backend
+    return None
+
+
+def _special_ids(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """Ids that ``decode(..., skip_special_tokens=True)`` leaves out."""
+    backend = _fast_backend(tokenizer)
+    if backend is not None:
+        added = backend.get_added_tokens_decoder()
+        return frozenset(int(i) for i, tok in added.items() if tok.special)
+    added = {int(i) for i, tok in tokenizer.added_tokens_decoder.items() if tok.special}
+    return frozenset(added | {int(i) for i in tokenizer.all_special_ids})
+
+
+def special_marker_ids(
+    tokenizer: PreTrainedTokenizerBase, markers: Sequence[str]
+) -> dict[str, int]:
+    """The ``markers`` that are single special tokens of ``tokenizer`` (so decoded text with
+    special tokens skipped would not show them), with their ids."""
+    vocab = tokenizer.get_vocab()
+    special = _special_ids(tokenizer)
+    found: dict[str, int] = {}
+    for marker in markers:
+        token_id = vocab.get(marker)
+        if token_id is not None and int(token_id) in special:
+            found[marker] = int(token_id)
+    return found
+
+
+def make_decoder(tokenizer: PreTrainedTokenizerBase, keep: frozenset[int] = frozenset()) -> Decode:
+    """A fast decoder (special tokens skipped, except the ids in ``keep``) for
+    :class:`~.textstream.TextStream`.
+
+    Uses a private copy of the Rust ``tokenizers`` backend (so the engine thread never shares
+    it with threads that encode prompts) when the tokenizer has one and applies no Python-side
+    clean-up, else ``tokenizer.decode``. With ``keep``, the other special tokens are dropped
+    before decoding, so the text is the plain decode with the kept tokens' text in place.
+    """
+    backend = _fast_backend(tokenizer)
+    drop = _special_ids(tokenizer) - keep if keep else frozenset[int]()
+    if backend is not None:
         fast = Tokenizer.from_str(backend.to_str())
 
         def decode_fast(ids: Sequence[int]) -> str:
             return fast.decode(list(ids), skip_special_tokens=True)
 
-        return decode_fast
+        def decode_fast_keeping(ids: Sequence[int]) -> str:
+            return fast.decode([i for i in ids if i not in drop], skip_special_tokens=False)
+
+        return decode_fast_keeping if keep else decode_fast
 
     def decode_slow(ids: Sequence[int]) -> str:
         return str(tokenizer.decode(list(ids), skip_special_tokens=True))
 
-    return decode_slow
+    def decode_slow_keeping(ids: Sequence[int]) -> str:
+        kept = [i for i in ids if i not in drop]
+        return str(tokenizer.decode(kept, skip_special_tokens=False))
+
+    return decode_slow_keeping if keep else decode_slow
 
 
 class TokenTexts:

@@ -1,0 +1,70 @@
+"""Tool-call parsers by name (vLLM's ``--tool-call-parser`` names) and per model family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fulmen_local.server.tool_parsers.base import ToolParser
+from fulmen_local.server.tool_parsers.hermes import HermesToolParser
+from fulmen_local.server.tool_parsers.llama3_json import Llama3JsonToolParser
+from fulmen_local.server.tool_parsers.mistral import MistralToolParser
+from fulmen_local.server.tool_parsers.phi4_mini_json import Phi4MiniJsonToolParser
+from fulmen_local.server.tool_parsers.pythonic import PythonicToolParser
+
+__all__ = [
+    "TOOL_PARSER_NAMES",
+    "UnknownToolParserError",
+    "default_tool_parser",
+    "get_tool_parser",
+]
+
+_PARSERS: dict[str, Callable[[], ToolParser]] = {
+    "hermes": HermesToolParser,
+    "llama3_json": Llama3JsonToolParser,
+    "mistral": MistralToolParser,
+    "phi4_mini_json": Phi4MiniJsonToolParser,
+    "pythonic": PythonicToolParser,
+}
+
+TOOL_PARSER_NAMES: tuple[str, ...] = tuple(sorted(_PARSERS))
+"""Every parser name :func:`get_tool_parser` accepts."""
+
+_FAMILY_DEFAULTS: dict[str, str | None] = {
+    "qwen2": "hermes",
+    "qwen2_moe": "hermes",
+    "qwen3": "hermes",
+    "qwen3_moe": "hermes",
+    "llama": "llama3_json",
+    "mistral": "mistral",
+    # Gemma's chat templates have no tools; Phi-3's neither (Phi-4-mini shares model_type
+    # "phi3": set phi4_mini_json explicitly for it).
+    "gemma": None,
+    "gemma2": None,
+    "gemma3": None,
+    "gemma3_text": None,
+    "phi3": None,
+}
+
+
+class UnknownToolParserError(ValueError):
+    """A tool-call parser name that is not registered (the message names the valid ones)."""
+
+
+def get_tool_parser(name: str) -> ToolParser:
+    """The parser registered as ``name``.
+
+    Raises:
+        UnknownToolParserError: no such parser; the message lists the valid names.
+    """
+    factory = _PARSERS.get(name)
+    if factory is None:
+        raise UnknownToolParserError(
+            f"unknown tool-call parser {name!r}: expected one of {', '.join(TOOL_PARSER_NAMES)}"
+        )
+    return factory()
+
+
+def default_tool_parser(model_type: str) -> str | None:
+    """The parser a model family's checkpoints use, by ``config.model_type``; None when the
+    family has no tool-call format (or is unknown)."""
+    return _FAMILY_DEFAULTS.get(model_type)
