@@ -62,12 +62,12 @@ def test_episode_round_trip_keeps_enums_and_nested_task() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"episode_id": "e", "seq": "1"}, "Transition.seq: expected int, got str"),
-        ({"episode_id": "e", "seq": True}, "Transition.seq: expected int, got bool"),
-        ({"episode_id": "e", "seq": 0, "prompt_token_ids": [1, "x"]}, "Transition.prompt_token_ids[1]: expected int"),
+        ({"episode_id": "e", "seq": "1"}, "Transition.seq: expected an integer, got '1'"),
+        ({"episode_id": "e", "seq": True}, "Transition.seq: expected an integer, got True"),
+        ({"episode_id": "e", "seq": 0, "prompt_token_ids": [1, "x"]}, "Transition.prompt_token_ids[1]: expected an integer, got 'x'"),
         ({"episode_id": "e", "seq": 0, "response_logprobs": "no"}, "Transition.response_logprobs"),
-        ({"seq": 0}, "Transition.episode_id: missing required field"),
-        ({"episode_id": "e", "seq": 0, "bogus": 1}, "Transition.bogus: unknown field"),
+        ({"seq": 0}, "Transition.episode_id: missing required key"),
+        ({"episode_id": "e", "seq": 0, "bogus": 1}, "Transition.bogus: unknown key"),
         ({"episode_id": "e", "seq": 0, "schema": 99}, "Transition.schema: this fulmen reads schema"),
     ],
 )
@@ -82,7 +82,7 @@ def test_episode_status_error_lists_allowed_values() -> None:
 
 
 def test_nested_task_error_names_inner_field() -> None:
-    with pytest.raises(ProtocolError, match="Task.id: expected str, got int"):
+    with pytest.raises(ProtocolError, match=r"Episode.task.id: expected a string, got 3 \(int\)"):
         Episode.from_dict({"id": "e", "task": {"id": 3}})
 
 

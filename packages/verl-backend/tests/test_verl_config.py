@@ -31,7 +31,7 @@ def test_defaults_and_example_section_parse() -> None:
     [
         ({"n_gpu_per_node": 2}, "Did you mean 'n_gpus_per_node'"),
         ({"n_gpus_per_node": "2"}, "expected an integer"),
-        ({"old_logprobs": "reuse"}, "expected one of 'bypass', 'recompute'"),
+        ({"old_logprobs": "reuse"}, "expected 'bypass' or 'recompute', got 'reuse'"),
         ({"gpu_memory_utilization": 1.5}, "must be in (0, 1]"),
         ({"n_gpus_per_node": 2, "tensor_parallel_size": 4}, "must divide the GPU count"),
         ({"overrides": "a=b"}, "expected a list of strings"),

@@ -67,7 +67,7 @@ def test_trackers_key_is_validated() -> None:
     )
     assert parse_config(BASE).run.trackers == ()
     with pytest.raises(
-        ConfigError, match=r"\[run\] trackers = 'neptune': expected 'wandb' or 'mlflow'"
+        ConfigError, match=r"\[run\] trackers\[0\]: expected 'wandb' or 'mlflow', got 'neptune'"
     ):
         parse_config({**BASE, "run": {"trackers": ["neptune"]}})
     with pytest.raises(ConfigError, match="expected a list of 'wandb' or 'mlflow'"):

@@ -11,12 +11,14 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from fulmen.errors import BackendError
+
 __all__ = ["BackendNotFound", "TrainingBackend", "available_backends", "load_backend"]
 
 GROUP = "fulmen.backends"
 
 
-class BackendNotFound(LookupError):
+class BackendNotFound(BackendError, LookupError):
     """No installed backend has that name."""
 
 

@@ -28,36 +28,53 @@ Example (``examples/calculator/train.toml`` is a complete one)::
     [credit]
     assigner = "grpo"
 
-Sections a backend owns (``[local]``, ``[verl]``) are kept as raw tables in
-:attr:`TrainConfig.backend_options` for that backend to validate.
+**Every table is validated before anything starts**, by its owner's typed class (through
+:mod:`fulmen.validation`): core's sections here; ``[credit]`` by the chosen assigner's fields
+(:mod:`fulmen.credit.config`); a backend's table (``[local]``, ``[verl]``...) by the
+:class:`BackendSection` its ``fulmen.backends`` entry point declares, so a new backend needs no
+change here. A typo in any table is an error with a did-you-mean.
+
+Tables of backends: the table of every *installed* backend is validated when present (and the
+chosen backend's is parsed, defaults included, even when absent); the typed result is in
+:attr:`TrainConfig.backend_sections`, the raw table in :attr:`TrainConfig.backend_options`. A
+table no installed backend declares (a config written for a backend this machine lacks) is kept
+raw with a :class:`~fulmen.errors.ConfigWarning`, unless its name is close to a known table,
+which is taken for a typo (an error). Likewise ``backend = NAME`` for a backend that is not
+installed is a warning here (``fulmen train`` then fails naming the install), and an error when
+close to an installed name.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Protocol
 
+from fulmen.errors import ConfigError, ConfigWarning
 from fulmen.observe.alarms import AlarmThresholds
+from fulmen.validation import build, did_you_mean, field_types, unknown_key
 
 __all__ = [
     "AgentConfig",
+    "BackendSection",
     "BatchConfig",
     "ConfigError",
     "CreditConfig",
     "DataConfig",
     "ModelConfig",
     "RunConfig",
+    "SectionParser",
     "TrainConfig",
     "TrainingConfig",
+    "installed_backend_sections",
     "load_config",
     "parse_config",
 ]
-
-
-class ConfigError(ValueError):
-    """The config file is invalid; the message names the key, the problem and the fix."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +90,10 @@ class RunConfig:
     trackers: tuple[Literal["wandb", "mlflow"], ...] = ()
     """Experiment trackers that also receive the metrics (TensorBoard and ``metrics.jsonl``
     always do): ``"wandb"`` (``pip install wandb``), ``"mlflow"`` (``pip install mlflow``)."""
+
+    def __post_init__(self) -> None:
+        if len(set(self.trackers)) != len(self.trackers):
+            raise ValueError(f"trackers = {list(self.trackers)!r}: each entry at most once")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +111,9 @@ class AgentConfig:
     """Attempts per episode slot (failures are retried, never scored)."""
     concurrency: int = 64
     """Episodes in flight at once."""
+
+    def __post_init__(self) -> None:
+        _at_least_one(concurrency=self.concurrency, max_attempts=self.max_attempts)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +171,17 @@ class TrainingConfig:
     checkpoint_every: int = 1
     """Save a checkpoint every this many steps."""
 
+    def __post_init__(self) -> None:
+        _at_least_one(
+            steps=self.steps, tasks_per_step=self.tasks_per_step, group_size=self.group_size,
+            micro_batch_size=self.micro_batch_size, max_tokens=self.max_tokens,
+            checkpoint_every=self.checkpoint_every,
+        )
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate = {self.learning_rate}: must be > 0")
+        if self.temperature < 0:
+            raise ValueError(f"temperature = {self.temperature}: must be >= 0")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreditConfig:
@@ -155,7 +190,8 @@ class CreditConfig:
     assigner: str = "grpo"
     """``grpo``, ``turn_grpo``, ``gigpo``, ``broadcast``, ``discounted``... (see docs/credit.md)."""
     options: dict[str, Any] = field(default_factory=dict)
-    """Assigner options (validated by the assigner)."""
+    """Assigner options as written (validated at load against the assigner's fields; build the
+    assigner with :func:`fulmen.credit.assigner_from_config`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,7 +214,8 @@ class TrainConfig:
     data: DataConfig
     model: ModelConfig
     backend: str = "local"
-    """Training backend (``local`` or ``verl``)."""
+    """Training backend: the name of an installed ``fulmen.backends`` entry point (``local``,
+    ``verl``...)."""
     run: RunConfig = field(default_factory=RunConfig)
     train: TrainingConfig = field(default_factory=TrainingConfig)
     credit: CreditConfig = field(default_factory=CreditConfig)
@@ -186,14 +223,49 @@ class TrainConfig:
     alarms: AlarmThresholds = field(default_factory=AlarmThresholds)
     """``[alarms]``: when training alarms fire (see :mod:`fulmen.observe.alarms`)."""
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Raw tables owned by backends (``[local]``, ``[verl]``)."""
+    """Raw tables owned by backends (``[local]``, ``[verl]``...), as written; only the tables
+    present in the file."""
+    backend_sections: Mapping[str, Any] = field(default_factory=dict)
+    """Typed, validated backend tables by table name (``config.backend_sections["local"]`` is a
+    ``fulmen_local.settings.LocalSettings``): the chosen backend's (its defaults when the table
+    is absent) and every other installed backend's table that is present."""
     base_dir: str = "."
-    """Directory relative paths in the config are resolved against (the config's folder)."""
+    """Directory relative paths in the config are resolved against (the current directory
+    when loaded with :func:`load_config`: configs are run from the project's root)."""
+    source: str = "config"
+    """Where the config came from (its path), for messages."""
 
     def resolve(self, path: str) -> Path:
         """``path`` made absolute against :attr:`base_dir`."""
         p = Path(path)
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+class SectionParser(Protocol):
+    """Validates a backend's raw table into its typed settings.
+
+    Raises :class:`ConfigError` naming ``source``, the table, the key and the fix.
+    """
+
+    def __call__(self, table: Mapping[str, Any], /, *, source: str) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSection:
+    """The config table a backend owns, declared by the backend itself.
+
+    A backend registered under the ``fulmen.backends`` entry-point group declares its table
+    with a class attribute ``config_section = BackendSection("name", parse)``; :func:`load_config`
+    finds it there, so core never names a backend::
+
+        class MyBackend:
+            config_section = BackendSection("mine", parse_my_settings)
+    """
+
+    name: str
+    """The top-level table (``"local"`` for ``[local]``)."""
+    parse: SectionParser
+    """Turns the raw table into the backend's typed settings (see :class:`SectionParser`)."""
 
 
 _SECTIONS: dict[str, type] = {
@@ -205,17 +277,48 @@ _SECTIONS: dict[str, type] = {
     "batch": BatchConfig,
     "alarms": AlarmThresholds,
 }
-_BACKEND_SECTIONS = ("local", "verl")
+_REQUIRED = ("agent", "data", "model")
+_TOP_LEVEL = (*_SECTIONS, "credit", "backend")
 
 
-def load_config(path: str | Path, *, base_dir: str | Path | None = None) -> TrainConfig:
-    """Read and validate a TOML config file.
+@cache
+def installed_backend_sections() -> dict[str, BackendSection]:
+    """``{backend name: its table}`` of every installed backend that declares one.
+
+    Loads each ``fulmen.backends`` entry point (a backend's module, without its heavy
+    dependencies); one that fails to load is skipped with a :class:`ConfigWarning`.
+    """
+    out: dict[str, BackendSection] = {}
+    for ep in entry_points(group="fulmen.backends"):
+        try:
+            owner = ep.load()
+        except Exception as exc:  # a broken plugin must not block the other backends' configs
+            warnings.warn(
+                ConfigWarning(f"backend {ep.name!r} ({ep.value}) cannot be loaded: {exc}"),
+                stacklevel=2,
+            )
+            continue
+        section = getattr(owner, "config_section", None)
+        if isinstance(section, BackendSection):
+            out[ep.name] = section
+    return out
+
+
+def load_config(
+    path: str | Path,
+    *,
+    base_dir: str | Path | None = None,
+    backends: Mapping[str, BackendSection] | None = None,
+) -> TrainConfig:
+    """Read and validate a TOML config file: every table, before anything starts.
 
     ``base_dir`` (default: the current directory) anchors relative paths and module imports:
-    configs are meant to be run from the project's root, as the README shows.
+    configs are meant to be run from the project's root, as the README shows. ``backends``
+    (default: :func:`installed_backend_sections`) are the backend tables known.
 
     Raises:
-        ConfigError: unreadable file, bad TOML, unknown key, wrong type or missing key.
+        ConfigError: unreadable file, bad TOML, unknown key or table (with a did-you-mean),
+            wrong type, missing key, bad credit option or bad backend table.
     """
     path = Path(path)
     try:
@@ -224,133 +327,114 @@ def load_config(path: str | Path, *, base_dir: str | Path | None = None) -> Trai
         raise ConfigError(f"cannot read config {str(path)!r}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    return parse_config(raw, source=str(path), base_dir=str(base_dir or Path.cwd()))
-
-
-def parse_config(raw: dict[str, Any], *, source: str = "config", base_dir: str = ".") -> TrainConfig:
-    """Validate an already-parsed config table. See :func:`load_config`."""
-    allowed = {*_SECTIONS, "credit", "backend", *_BACKEND_SECTIONS}
-    for key in raw:
-        if key not in allowed:
-            raise ConfigError(_unknown(source, key, sorted(allowed)))
-    kwargs: dict[str, Any] = {"base_dir": base_dir}
-    for name, cls in _SECTIONS.items():
-        table = raw.get(name)
-        if table is None:
-            continue
-        if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table, got {type(table).__name__}")
-        kwargs[name] = _build(cls, table, f"{source}: [{name}]")
-    for name in ("agent", "data", "model"):
-        if name not in kwargs:
-            required = [f.name for f in fields(_SECTIONS[name]) if f.default is MISSING and f.default_factory is MISSING]
-            raise ConfigError(f"{source}: missing section [{name}] (it needs: {', '.join(required)})")
-    credit = raw.get("credit", {})
-    if not isinstance(credit, dict):
-        raise ConfigError(f"{source}: [credit] must be a table")
-    assigner = credit.get("assigner", "grpo")
-    if not isinstance(assigner, str):
-        raise ConfigError(f"{source}: [credit] assigner: expected a string, got {assigner!r}")
-    kwargs["credit"] = CreditConfig(
-        assigner=assigner, options={k: v for k, v in credit.items() if k != "assigner"}
+    return parse_config(
+        raw, source=str(path), base_dir=str(base_dir or Path.cwd()), backends=backends
     )
+
+
+def parse_config(
+    raw: Mapping[str, Any],
+    *,
+    source: str = "config",
+    base_dir: str = ".",
+    backends: Mapping[str, BackendSection] | None = None,
+) -> TrainConfig:
+    """Validate an already-parsed config table. See :func:`load_config` and the module
+    docstring (which tables are checked by whom)."""
+    owned = dict(installed_backend_sections() if backends is None else backends)
+    tables = {section.name: name for name, section in owned.items()}
+    kwargs: dict[str, Any] = {"base_dir": base_dir, "source": source}
+    unowned = _unowned_tables(raw, source, tables)
+    for name, cls in _SECTIONS.items():
+        if name in raw:
+            kwargs[name] = build(cls, _table(raw, name, source), where=f"{source}: [{name}]")
+    for name in _REQUIRED:
+        if name not in kwargs:
+            spec = field_types(_SECTIONS[name])
+            needs = ", ".join(key for key, (_, required) in spec.items() if required)
+            raise ConfigError(f"{source}: missing section [{name}] (it needs: {needs})")
+    kwargs["credit"] = _credit(raw, source)
     backend = raw.get("backend", "local")
     if not isinstance(backend, str):
-        raise ConfigError(f"{source}: backend: expected a string such as \"local\", got {backend!r}")
+        raise ConfigError(f'{source}: backend: expected a string such as "local", got {backend!r}')
+    _check_backend_name(backend, owned, source)
     kwargs["backend"] = backend
-    kwargs["backend_options"] = {k: dict(raw[k]) for k in _BACKEND_SECTIONS if k in raw}
-    config = TrainConfig(**kwargs)
-    _check_ranges(config, source)
-    return config
-
-
-def _check_ranges(config: TrainConfig, source: str) -> None:
-    t = config.train
-    positive = {
-        "steps": t.steps, "tasks_per_step": t.tasks_per_step, "group_size": t.group_size,
-        "micro_batch_size": t.micro_batch_size, "max_tokens": t.max_tokens,
-        "checkpoint_every": t.checkpoint_every,
+    options = {name: _table(raw, name, source) for name in tables if name in raw}
+    kwargs["backend_options"] = {**unowned, **{k: dict(v) for k, v in options.items()}}
+    kwargs["backend_sections"] = {
+        section.name: section.parse(options.get(section.name, {}), source=source)
+        for name, section in owned.items()
+        if section.name in options or name == backend
     }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{source}: [train] {key} = {value}: must be at least 1")
-    if t.learning_rate <= 0:
-        raise ConfigError(f"{source}: [train] learning_rate = {t.learning_rate}: must be > 0")
-    if t.temperature < 0:
-        raise ConfigError(f"{source}: [train] temperature = {t.temperature}: must be >= 0")
-    if config.agent.concurrency < 1 or config.agent.max_attempts < 1:
-        raise ConfigError(f"{source}: [agent] concurrency and max_attempts must be at least 1")
+    return TrainConfig(**kwargs)
 
 
-def _unknown(where: str, key: str, allowed: list[str]) -> str:
-    import difflib
+def _table(raw: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]:
+    table = raw[name]
+    if not isinstance(table, Mapping):
+        raise ConfigError(
+            f"{source}: [{name}] must be a table, got {table!r}; write it as [{name}] "
+            "followed by key = value lines"
+        )
+    return table  # pyright: ignore[reportUnknownVariableType]
 
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"{where}: unknown key {key!r}.{hint} Allowed: {', '.join(allowed)}."
 
-
-def _build(cls: type, table: dict[str, Any], where: str) -> Any:
-    hints = get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
-    for key in table:
-        if key not in known:
-            raise ConfigError(_unknown(where, key, sorted(known)))
-    kwargs: dict[str, Any] = {}
-    for name, f in known.items():
-        if name not in table:
-            if f.default is MISSING and f.default_factory is MISSING:
-                raise ConfigError(f"{where}: missing key {name!r} ({_doc(cls, name)})")
+def _unowned_tables(
+    raw: Mapping[str, Any], source: str, tables: Mapping[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Top-level tables nobody here declares, kept raw with a warning; raises for any other
+    unknown top-level key and for a table named like a known one (a typo)."""
+    known = [*_TOP_LEVEL, *tables]
+    kept: dict[str, dict[str, Any]] = {}
+    for key, value in raw.items():
+        if key in known:
             continue
-        kwargs[name] = _check(table[name], hints[name], f"{where} {name}")
-    try:
-        return cls(**kwargs)
-    except ValueError as exc:  # sections that check their own values ([alarms])
-        raise ConfigError(f"{where}: {exc}") from exc
+        if not isinstance(value, Mapping) or did_you_mean(key, known):
+            raise ConfigError(unknown_key(f"{source}: {key}", key, known))
+        have = ", ".join(sorted(tables.values())) or "none"
+        warnings.warn(
+            ConfigWarning(
+                f"{source}: [{key}] is not checked: no installed backend declares it "
+                f"(installed backends: {have}); kept as written for the backend that owns it"
+            ),
+            stacklevel=3,
+        )
+        kept[key] = dict(value)  # pyright: ignore[reportUnknownArgumentType]
+    return kept
 
 
-def _doc(cls: type, name: str) -> str:
-    tp = get_type_hints(cls)[name]
-    return f"expected {_describe(tp)}"
+def _credit(raw: Mapping[str, Any], source: str) -> CreditConfig:
+    """``[credit]``, with its options validated by the assigner they are for."""
+    from fulmen.credit.config import assigner_from_config  # imports numpy: only when loading
+
+    table = _table(raw, "credit", source) if "credit" in raw else {}
+    assigner = table.get("assigner", "grpo")
+    if not isinstance(assigner, str):
+        raise ConfigError(f"{source}: [credit] assigner: expected a string, got {assigner!r}")
+    options = {k: v for k, v in table.items() if k != "assigner"}
+    assigner_from_config(assigner, options, where=f"{source}: [credit]")
+    return CreditConfig(assigner=assigner, options=options)
 
 
-def _describe(tp: Any) -> str:
-    if get_origin(tp) is Literal:
-        return " or ".join(repr(a) for a in get_args(tp))
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+def _check_backend_name(backend: str, owned: Mapping[str, BackendSection], source: str) -> None:
+    from fulmen.backend import available_backends
+
+    installed = sorted({*available_backends(), *owned})
+    if backend in installed:
+        return
+    hint = did_you_mean(backend, installed)
+    message = (
+        f"{source}: backend = {backend!r}: no installed backend has that name "
+        f"(installed: {', '.join(installed) or 'none'})."
+    )
+    if hint:
+        raise ConfigError(message + hint)
+    warnings.warn(
+        ConfigWarning(f"{message} Install it before training with this config."), stacklevel=3
+    )
 
 
-def _check(value: Any, tp: Any, where: str) -> Any:
-    origin = get_origin(tp)
-    if origin is Literal:
-        if value not in get_args(tp):
-            raise ConfigError(f"{where} = {value!r}: expected {_describe(tp)}")
-        return value
-    args = get_args(tp)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where} = {value!r}: expected a list of {_describe(args[0])}")
-        items = tuple(_check(v, args[0], where) for v in value)
-        if len(set(items)) != len(items):
-            raise ConfigError(f"{where} = {value!r}: each entry at most once")
-        return items
-    if args and type(None) in args:
-        inner = next(a for a in args if a is not type(None))
-        return _check(value, inner, where)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} = {value!r}: expected a number")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} = {value!r}: expected an integer")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} = {value!r}: expected a string")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} = {value!r}: expected true or false")
-        return value
-    return value
+def _at_least_one(**values: int) -> None:
+    for key, value in values.items():
+        if value < 1:
+            raise ValueError(f"{key} = {value}: must be at least 1")

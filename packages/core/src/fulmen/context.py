@@ -40,6 +40,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fulmen.errors import EpisodeError
 from fulmen.protocol import Annotation, Reward, Task, request_id_of
 
 __all__ = [
@@ -65,11 +66,11 @@ AUTH_TOKEN_ENV = "FULMEN_AUTH_TOKEN"
 _REWARD_TIMEOUT_S = 10.0
 
 
-class NoEpisodeError(RuntimeError):
+class NoEpisodeError(EpisodeError):
     """:func:`reward` or :func:`current_episode` was called where no episode can be found."""
 
 
-class RewardError(RuntimeError):
+class RewardError(EpisodeError):
     """A reward could not be recorded (gateway unreachable, episode finished...)."""
 
 

@@ -9,12 +9,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from fulmen.errors import ConfigError
 from fulmen.protocol import ProtocolError, Task
 
 __all__ = ["LoadError", "load_object", "load_tasks", "to_task"]
 
 
-class LoadError(ImportError):
+class LoadError(ConfigError, ImportError):
     """A ``module:attribute`` spec or dataset could not be loaded; the message says why."""
 
 

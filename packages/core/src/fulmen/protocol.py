@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import time
-import types
-import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
-from typing import Any, ClassVar, Self, get_type_hints
+from typing import Any, ClassVar, Self
+
+from fulmen.errors import FulmenError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -41,7 +41,7 @@ SCHEMA_VERSION = 1
 """Version of the JSON encoding; bumped on any incompatible change to a record's fields."""
 
 
-class ProtocolError(ValueError):
+class ProtocolError(FulmenError, ValueError):
     """A record failed validation. The message names the field and the expected type."""
 
 
@@ -122,19 +122,9 @@ class _Record:
                 f"{cls.__name__}.schema: this fulmen reads schema {SCHEMA_VERSION}, got {schema!r}"
                 " (upgrade fulmen or re-record the data)"
             )
-        hints = get_type_hints(cls)
-        known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(known) - {"schema"})
-        if unknown:
-            raise ProtocolError(f"{cls.__name__}.{unknown[0]}: unknown field")
-        kwargs: dict[str, Any] = {}
-        for name, f in known.items():
-            if name not in data:
-                if f.default is MISSING and f.default_factory is MISSING:
-                    raise ProtocolError(f"{cls.__name__}.{name}: missing required field")
-                continue
-            kwargs[name] = _coerce(data[name], hints[name], f"{cls.__name__}.{name}")
-        return cls(**kwargs)
+        from fulmen.validation import build  # msgspec loads on first decode, not on import
+
+        return build(cls, data, where=cls.__name__, error=ProtocolError, sep=".", ignore=("schema",))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Self:
@@ -364,7 +354,7 @@ class EpisodeRecord:
     """Its rewards in recording order."""
 
 
-# --------------------------------------------------------------------------- validation
+# --------------------------------------------------------------------------- helpers
 
 
 def _tname(value: object) -> str:
@@ -379,59 +369,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Mapping):
         return dict(value)  # type: ignore[arg-type]
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is None:
-        return getattr(tp, "__name__", str(tp))
-    return str(tp).replace("typing.", "").replace("collections.abc.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against annotation ``tp``; convert lists to tuples and dicts to records."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ProtocolError:
-                continue
-        raise ProtocolError(f"{where}: expected {_describe(tp)}, got {_tname(value)}")
-    if tp is Any:
-        return value
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ProtocolError(f"{where}: expected {_describe(tp)} (a JSON array), got {_tname(value)}")
-        item_tp = args[0] if args else Any
-        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))  # type: ignore[arg-type]
-    if origin is Mapping or tp is dict or origin is dict:
-        if not isinstance(value, Mapping):
-            raise ProtocolError(f"{where}: expected a JSON object, got {_tname(value)}")
-        return dict(value)  # type: ignore[arg-type]
-    if isinstance(tp, type) and issubclass(tp, StrEnum):
-        try:
-            return tp(value)
-        except ValueError:
-            allowed = ", ".join(m.value for m in tp)
-            raise ProtocolError(f"{where}: expected one of {allowed}, got {value!r}") from None
-    if isinstance(tp, type) and issubclass(tp, _Record):
-        return tp.from_dict(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ProtocolError(f"{where}: expected float, got {_tname(value)}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProtocolError(f"{where}: expected int, got {_tname(value)}")
-        return value
-    if tp in (str, bool):
-        if not isinstance(value, tp):
-            raise ProtocolError(f"{where}: expected {tp.__name__}, got {_tname(value)}")
-        return value
-    raise ProtocolError(f"{where}: unsupported annotation {_describe(tp)}")  # pragma: no cover

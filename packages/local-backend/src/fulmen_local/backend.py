@@ -6,7 +6,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from fulmen.config import ConfigError, load_config
+from fulmen.config import BackendSection, ConfigError, load_config
+
+from fulmen_local.settings import parse_local_settings
 
 __all__ = ["LocalBackend"]
 
@@ -17,6 +19,9 @@ def _log(message: str) -> None:
 
 class LocalBackend:
     """Trains on this machine's CPU (or one GPU) with transformers + torch."""
+
+    config_section = BackendSection("local", parse_local_settings)
+    """``[local]``: :class:`~fulmen_local.settings.LocalSettings`, validated by ``load_config``."""
 
     def train(self, config_path: Path, *, resume: bool = False) -> int:
         """Run ``fulmen train CONFIG`` and print the before/after held-out success."""

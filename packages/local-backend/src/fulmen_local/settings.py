@@ -12,16 +12,21 @@ Example::
     micro_batch_tokens = 16384   # padded tokens per forward/backward pass of the trainer
     lora = { rank = 16, alpha = 32, dropout = 0.0, target_modules = "all-linear" }
 
-Every key is optional. :func:`parse_local_settings` validates the raw table (unknown keys get a
-did-you-mean) and raises :class:`fulmen.config.ConfigError` naming the key and the fix.
+Every key is optional. :func:`parse_local_settings` validates the raw table with fulmen's typed
+layer (:mod:`fulmen.validation`: unknown keys get a did-you-mean, numbers must be finite) and
+raises :class:`fulmen.config.ConfigError` naming the key and the fix. The backend declares the
+table through its entry point (``LocalBackend.config_section``), so ``load_config`` validates it
+before anything starts; the typed result is ``config.backend_sections["local"]``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fulmen.config import ConfigError, _build  # pyright: ignore[reportPrivateUsage]
+from fulmen.config import ConfigError
+from fulmen.validation import build
 
 __all__ = ["DTypeName", "LocalSettings", "LoraSettings", "parse_local_settings"]
 
@@ -90,36 +95,26 @@ class LocalSettings:
             )
 
 
-def parse_local_settings(table: dict[str, Any], *, source: str = "config") -> LocalSettings:
+def parse_local_settings(table: Mapping[str, Any], *, source: str = "config") -> LocalSettings:
     """Validate the raw ``[local]`` table into :class:`LocalSettings`.
+
+    ``lora = true`` means LoRA with the default settings, ``lora = false`` none, and
+    ``target_modules`` may be a single string.
 
     Raises:
         ConfigError: an unknown key (with a did-you-mean), a value of the wrong type or range.
     """
     raw = dict(table)
-    lora_raw = raw.pop("lora", None)
-    lora: LoraSettings | None = None
-    if lora_raw is not None:
-        if lora_raw is False:
-            lora_raw = None
-        elif lora_raw is True:
-            lora_raw = {}
-        elif not isinstance(lora_raw, dict):
-            raise ConfigError(
-                f"{source}: [local] lora = {lora_raw!r}: expected a table, e.g. "
-                "lora = { rank = 16, alpha = 32 }"
-            )
-    if isinstance(lora_raw, dict):
-        lora_table: dict[str, Any] = dict(lora_raw)
-        if isinstance(lora_table.get("target_modules"), str):
-            lora_table["target_modules"] = [lora_table["target_modules"]]
-        lora = _build(LoraSettings, lora_table, f"{source}: [local] lora")
-    settings = _build(LocalSettings, raw, f"{source}: [local]")
-    if lora is None:
-        return settings
-    return LocalSettings(
-        threads=settings.threads, device=settings.device, dtype=settings.dtype,
-        gradient_checkpointing=settings.gradient_checkpointing, tool_parser=settings.tool_parser,
-        max_batch_size=settings.max_batch_size, micro_batch_tokens=settings.micro_batch_tokens,
-        lora=lora,
-    )
+    lora = raw.get("lora")
+    if lora is False:
+        del raw["lora"]
+    elif lora is True:
+        raw["lora"] = {}
+    elif isinstance(lora, Mapping) and isinstance(lora.get("target_modules"), str):
+        raw["lora"] = {**lora, "target_modules": [lora["target_modules"]]}
+    elif lora is not None and not isinstance(lora, Mapping):
+        raise ConfigError(
+            f"{source}: [local] lora = {lora!r}: expected a table, e.g. "
+            "lora = { rank = 16, alpha = 32 }"
+        )
+    return build(LocalSettings, raw, where=f"{source}: [local]")

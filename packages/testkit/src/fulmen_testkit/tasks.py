@@ -11,6 +11,7 @@ from typing import Literal
 
 import fulmen
 from fulmen import Task
+from fulmen.errors import FulmenError
 
 __all__ = ["MODEL", "TOOL_NAME", "TOOL_REWARD", "KitToolError", "Mode", "kit_task", "lookup"]
 
@@ -26,7 +27,7 @@ TOOL_REWARD = 0.25
 Mode = Literal["ok", "reward", "tool_error"]
 
 
-class KitToolError(RuntimeError):
+class KitToolError(FulmenError, RuntimeError):
     """Raised by :func:`lookup` in ``tool_error`` mode: the user's tool failing."""
 
 

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fulmen.config import ConfigError, TrainConfig, load_config
+from fulmen.config import BackendSection, TrainConfig, load_config
+from fulmen.errors import BackendError, FulmenError
 
 from fulmen_verl.config import (
     VerlConfig,
@@ -24,7 +25,7 @@ from fulmen_verl.config import (
 __all__ = ["GPUUnavailableError", "PreparedJob", "VerlBackend", "prepare_job", "require_gpu_stack"]
 
 
-class GPUUnavailableError(RuntimeError):
+class GPUUnavailableError(BackendError):
     """The verl backend needs CUDA GPUs and vLLM; the message names what is missing."""
 
 
@@ -94,6 +95,9 @@ def require_gpu_stack(verl: VerlConfig) -> None:
 class VerlBackend:
     """Trains with verl (Ray, FSDP) and vLLM behind fulmen's gateway (see the README)."""
 
+    config_section = BackendSection("verl", parse_verl_options)
+    """``[verl]``: :class:`~fulmen_verl.config.VerlConfig`, validated by ``load_config``."""
+
     def train(self, config_path: Path, *, resume: bool = False) -> int:
         """Validate, check the GPU stack, train; returns 0, or 2 with a message on stderr."""
         from fulmen_verl.trainer import prepare_model, run_verl_training
@@ -104,7 +108,7 @@ class VerlBackend:
             require_gpu_stack(job.verl)
             prepare_model(job.config, _log)
             reports = run_verl_training(job.config, job.verl, job.hydra, log=_log, resume=resume)
-        except (ConfigError, GPUUnavailableError) as exc:
+        except FulmenError as exc:  # a bad config, no GPU: one line, no traceback
             _log(f"error: {exc}")
             return 2
         if reports:

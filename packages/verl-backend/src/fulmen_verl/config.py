@@ -18,12 +18,12 @@ Example::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin, get_type_hints
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from fulmen.config import ConfigError, TrainConfig
+from fulmen.validation import build
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -117,22 +117,20 @@ class VerlConfig:
         }
         for key, value in positive.items():
             if value < 1:
-                raise ConfigError(f"[verl] {key} = {value}: must be at least 1")
+                raise ValueError(f"{key} = {value}: must be at least 1")
         if not 0 < self.gpu_memory_utilization <= 1:
-            raise ConfigError(
-                f"[verl] gpu_memory_utilization = {self.gpu_memory_utilization}: must be in (0, 1]"
+            raise ValueError(
+                f"gpu_memory_utilization = {self.gpu_memory_utilization}: must be in (0, 1]"
             )
         if (self.n_gpus_per_node * self.nnodes) % self.tensor_parallel_size:
-            raise ConfigError(
-                f"[verl] tensor_parallel_size = {self.tensor_parallel_size} must divide the GPU count "
+            raise ValueError(
+                f"tensor_parallel_size = {self.tensor_parallel_size} must divide the GPU count "
                 f"({self.n_gpus_per_node} x {self.nnodes})"
             )
         if self.rollout_is_threshold <= 1:
-            raise ConfigError(
-                f"[verl] rollout_is_threshold = {self.rollout_is_threshold}: must be > 1"
-            )
+            raise ValueError(f"rollout_is_threshold = {self.rollout_is_threshold}: must be > 1")
         if self.ray_runners < 0 or not 0 <= self.gateway_port < 65536:
-            raise ConfigError("[verl] ray_runners must be >= 0 and gateway_port in [0, 65535]")
+            raise ValueError("ray_runners must be >= 0 and gateway_port in [0, 65535]")
 
     @property
     def total_gpus(self) -> int:
@@ -141,66 +139,15 @@ class VerlConfig:
 
 
 def parse_verl_options(raw: Mapping[str, Any], *, source: str = "config") -> VerlConfig:
-    """Validate the raw ``[verl]`` table (``TrainConfig.backend_options["verl"]``).
+    """Validate the raw ``[verl]`` table (``TrainConfig.backend_options["verl"]``); the typed
+    layer of :mod:`fulmen.validation` checks names and types, :class:`VerlConfig` the ranges.
+    ``load_config`` already runs this (``VerlBackend.config_section``) and keeps the result in
+    ``config.backend_sections["verl"]``.
 
     Raises:
         ConfigError: unknown key (with a suggestion), wrong type or out-of-range value.
     """
-    hints = get_type_hints(VerlConfig)
-    known = {f.name: f for f in fields(VerlConfig)}
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in known:
-            import difflib
-
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"{source}: [verl] unknown key {key!r}.{hint} Allowed: {', '.join(sorted(known))}."
-            )
-        kwargs[key] = _coerce(value, hints[key], f"{source}: [verl] {key}")
-    try:
-        return VerlConfig(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    args = get_args(tp)
-    if args and type(None) in args and get_origin(tp) is not Literal:
-        if value is None:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
-    if get_origin(tp) is Literal:
-        if value not in args:
-            raise ConfigError(f"{where} = {value!r}: expected one of {', '.join(map(repr, args))}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} = {value!r}: expected true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} = {value!r}: expected an integer")
-        return value
-    if tp is float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise ConfigError(f"{where} = {value!r}: expected a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} = {value!r}: expected a string")
-        return value
-    if get_origin(tp) is tuple:
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):  # pyright: ignore[reportUnknownVariableType]
-            raise ConfigError(f"{where} = {value!r}: expected a list of strings")
-        return tuple(value)  # pyright: ignore[reportUnknownArgumentType]
-    raise ConfigError(f"{where}: unsupported type {tp!r}")  # pragma: no cover
+    return build(VerlConfig, raw, where=f"{source}: [verl]")
 
 
 def _fmt(value: object) -> str:

@@ -56,12 +56,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
     from fulmen.config import ConfigError, TrainConfig, load_config
     from fulmen.observe._optional import MissingDependencyError
 
-    config: TrainConfig | None = None
-    if args.config:
-        try:
-            config = load_config(args.config)
-        except ConfigError as exc:
-            raise UserFacingError(str(exc)) from None
+    config: TrainConfig | None = load_config(args.config) if args.config else None  # every table
     thresholds = thresholds_from(args.threshold, config.alarms if config is not None else None)
     run_dir, store_path = source_paths(args.run_dir, args.store, command="dashboard")
     if not 0 <= args.port <= 65535:

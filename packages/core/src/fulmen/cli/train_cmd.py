@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Generator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,45 +25,27 @@ def register(sub: Any) -> None:
 
 
 def _backend(args: argparse.Namespace) -> Any:
-    from fulmen.backend import BackendNotFound, load_backend
+    """The backend to run, after the whole config (every table) has been validated.
+
+    Raises:
+        FulmenError: no such file, an invalid config, or no installed backend of that name.
+    """
+    from fulmen.backend import load_backend
     from fulmen.cli import UserFacingError
-    from fulmen.config import ConfigError, load_config
+    from fulmen.config import load_config
 
     if not args.config.exists():
         raise UserFacingError(f"config file {str(args.config)!r} does not exist")
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        raise UserFacingError(str(exc)) from None
-    name = args.backend or config.backend
-    try:
-        return load_backend(name)
-    except BackendNotFound as exc:
-        raise UserFacingError(str(exc)) from None
+    config = load_config(args.config)
+    return load_backend(args.backend or config.backend)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train."""
-    backend = _backend(args)
-    with _config_errors():
-        return backend.train(args.config, resume=args.resume)
+    """Train. (A :class:`~fulmen.errors.FulmenError` the backend raises is printed as one line
+    by :func:`fulmen.cli.main`.)"""
+    return _backend(args).train(args.config, resume=args.resume)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """Evaluate."""
-    backend = _backend(args)
-    with _config_errors():
-        return backend.evaluate(args.config, checkpoint=args.checkpoint)
-
-
-@contextmanager
-def _config_errors() -> Generator[None]:
-    """A config problem a backend finds (a run directory already in use, a bad backend
-    section...) is reported as its message, without a traceback."""
-    from fulmen.cli import UserFacingError
-    from fulmen.config import ConfigError
-
-    try:
-        yield
-    except ConfigError as exc:
-        raise UserFacingError(str(exc)) from None
+    return _backend(args).evaluate(args.config, checkpoint=args.checkpoint)

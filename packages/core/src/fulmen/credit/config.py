@@ -1,126 +1,66 @@
 """Build an assigner from a config table (``[credit]`` in ``fulmen train``'s TOML).
 
-Every error names the offending key and what is allowed, e.g.::
+Each assigner declares its options itself: they are the fields of its frozen dataclass
+(:class:`~fulmen.credit.grpo.GRPOAssigner` has ``std_normalize``, ``epsilon``...), checked by
+:mod:`fulmen.validation` (types, finite numbers) and then by the class (ranges). Options a
+config file cannot hold (a predicate for ``agents``, a function for ``state_key``) are only
+available from Python. Every error names the offending key and what is allowed, e.g.::
 
-    [credit] assigner 'grpo' has no option 'gama'; allowed: agents, drop_no_signal, epsilon, ...
+    [credit] assigner 'grpo' has no option 'gama'; allowed: agents, drop_no_signal, ...
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 
-from fulmen.credit._checks import is_number
 from fulmen.credit.base import CreditAssigner
-from fulmen.credit.gigpo import STATE_KEYS, GiGPOAssigner
+from fulmen.credit.gigpo import GiGPOAssigner
 from fulmen.credit.grpo import GRPOAssigner, TurnGRPOAssigner
 from fulmen.credit.outcome import BroadcastAssigner, DiscountedAssigner
+from fulmen.errors import ConfigError
+from fulmen.validation import build, did_you_mean, field_types
 
 __all__ = ["ASSIGNERS", "ConfigError", "allowed_options", "assigner_from_config"]
 
 ASSIGNERS: Mapping[str, type[CreditAssigner]] = {
-    "broadcast": BroadcastAssigner,
-    "discounted": DiscountedAssigner,
-    "grpo": GRPOAssigner,
-    "turn_grpo": TurnGRPOAssigner,
-    "gigpo": GiGPOAssigner,
+    cls.name: cls
+    for cls in (BroadcastAssigner, DiscountedAssigner, GRPOAssigner, TurnGRPOAssigner, GiGPOAssigner)
 }
-"""Config name → assigner class."""
-
-
-class ConfigError(ValueError):
-    """A ``[credit]`` table is invalid; the message names the key and the allowed values."""
-
-
-def _bool(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if is_number(value) else None
-
-
-def _names(value: Any) -> tuple[str, ...] | None:
-    if not isinstance(value, list | tuple):
-        return None
-    items = tuple(cast("Sequence[object]", value))
-    return tuple(v for v in items if isinstance(v, str)) if all(isinstance(v, str) for v in items) else None
-
-
-def _weights(value: Any) -> dict[str, float] | None:
-    if not isinstance(value, Mapping):
-        return None
-    out: dict[str, float] = {}
-    for k, v in cast("Mapping[object, object]", value).items():
-        num = _number(v)
-        if not isinstance(k, str) or num is None:
-            return None
-        out[k] = num
-    return out
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-_Parser = Callable[[Any], Any]
-
-_COMMON: dict[str, tuple[_Parser, str]] = {
-    "reward_weights": (_weights, 'a table of dimension = weight, e.g. {main = 1.0, format = 0.1}'),
-    "agents": (_names, 'a list of agent names, e.g. ["solver"]'),
-    "drop_no_signal": (_bool, "true or false"),
-}
-_NORM: dict[str, tuple[_Parser, str]] = {
-    "std_normalize": (_bool, "true or false"),
-    "epsilon": (_number, "a number > 0"),
-}
-_GAMMA: dict[str, tuple[_Parser, str]] = {"gamma": (_number, "a number in [0, 1]")}
-_OPTIONS: dict[str, dict[str, tuple[_Parser, str]]] = {
-    "broadcast": _COMMON,
-    "discounted": _COMMON | _GAMMA,
-    "grpo": _COMMON | _NORM | {"split_across_calls": (_bool, "true or false")},
-    "turn_grpo": _COMMON | _NORM | _GAMMA,
-    "gigpo": _COMMON | _NORM | _GAMMA | {
-        "step_weight": (_number, "a number >= 0"),
-        "state_key": (_text, " or ".join(repr(k) for k in STATE_KEYS)),
-    },
-}
+"""Config name (the class's ``name``) → assigner class."""
 
 
 def allowed_options(name: str) -> list[str]:
-    """Sorted option names of the assigner ``name``."""
-    return sorted(_OPTIONS[name])
+    """Sorted option names of the assigner ``name`` (its dataclass fields)."""
+    return sorted(field_types(ASSIGNERS[name]))
 
 
-def assigner_from_config(name: str, options: Mapping[str, Any]) -> CreditAssigner:
+def assigner_from_config(
+    name: str, options: Mapping[str, Any], *, where: str = "[credit]"
+) -> CreditAssigner:
     """Build the assigner called ``name`` with ``options`` (the ``[credit]`` table minus
     ``assigner``).
 
     Args:
         name: one of ``broadcast``, ``discounted``, ``grpo``, ``turn_grpo``, ``gigpo``.
         options: option values as parsed from TOML (numbers, booleans, strings, lists, tables).
+        where: prefix of error messages (``"train.toml: [credit]"``).
 
     Raises:
-        ConfigError: unknown assigner name, unknown option, wrong type or out-of-range value;
-            the message names the key and the allowed values.
+        ConfigError: unknown assigner name, unknown option (with the assigners that do have
+            it, or a did-you-mean), wrong type, non-finite number or out-of-range value.
     """
     if name not in ASSIGNERS:
         raise ConfigError(
-            f"[credit] assigner: unknown assigner {name!r}; choose one of: {', '.join(sorted(ASSIGNERS))}"
+            f"{where} assigner: unknown assigner {name!r}; choose one of: "
+            f"{', '.join(sorted(ASSIGNERS))}.{did_you_mean(name, ASSIGNERS)}"
         )
-    spec = _OPTIONS[name]
-    kwargs: dict[str, Any] = {}
-    for key, value in options.items():
-        if key not in spec:
+    allowed = allowed_options(name)
+    for key in options:
+        if key not in allowed:
+            owners = [n for n in sorted(ASSIGNERS) if key in field_types(ASSIGNERS[n])]
+            hint = f" ({key!r} is an option of: {', '.join(owners)})" if owners else did_you_mean(key, allowed)
             raise ConfigError(
-                f"[credit] assigner {name!r} has no option {key!r}; allowed: {', '.join(allowed_options(name))}"
+                f"{where} assigner {name!r} has no option {key!r}; allowed: {', '.join(allowed)}.{hint}"
             )
-        parse, expected = spec[key]
-        parsed = parse(value)
-        if parsed is None:
-            raise ConfigError(f"[credit] {key}: expected {expected}, got {value!r} ({type(value).__name__})")
-        kwargs[key] = parsed
-    try:
-        return ASSIGNERS[name](**kwargs)
-    except ValueError as exc:
-        raise ConfigError(f"[credit] {exc}") from exc
+    return build(ASSIGNERS[name], options, where=where)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fulmen.errors import FulmenError
+
 __all__ = ["ERROR_TYPES", "GatewayError", "error_body"]
 
 ERROR_TYPES = {
@@ -38,7 +40,7 @@ def error_body(
     }
 
 
-class GatewayError(RuntimeError):
+class GatewayError(FulmenError, RuntimeError):
     """A request the gateway refused or could not complete.
 
     Raised by the in-process :class:`~fulmen.gateway.Gateway` control methods and by

@@ -6,21 +6,9 @@ import importlib
 import importlib.util
 from types import ModuleType
 
+from fulmen.errors import MissingDependencyError
+
 __all__ = ["MissingDependencyError", "is_installed", "require"]
-
-
-class MissingDependencyError(ImportError):
-    """An optional package a feature needs is not installed; the message names the install.
-
-    Attributes:
-        package: The distribution to install (``opentelemetry-sdk``, ``wandb``...).
-        install: The command that installs it (``pip install 'fulmen[otel]'``).
-    """
-
-    def __init__(self, *, feature: str, package: str, install: str) -> None:
-        super().__init__(f"{feature} needs {package}, which is not installed: {install}")
-        self.package = package
-        self.install = install
 
 
 def is_installed(module: str) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from fulmen.errors import FulmenError
 from fulmen.protocol import (
     Annotation,
     Episode,
@@ -31,7 +32,7 @@ from fulmen.protocol import (
 __all__ = ["EpisodeNotFound", "Store", "StoreError"]
 
 
-class StoreError(RuntimeError):
+class StoreError(FulmenError, RuntimeError):
     """The store could not complete an operation (I/O error, invalid state change)."""
 
 

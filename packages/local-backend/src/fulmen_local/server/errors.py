@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fulmen.errors import ServingError
+
 __all__ = ["ApiError", "bad_request"]
 
 _TYPES = {
@@ -14,7 +16,7 @@ _TYPES = {
 }
 
 
-class ApiError(Exception):
+class ApiError(ServingError):
     """An error answered to the client with ``status`` and vLLM's error body."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fulmen.errors import FulmenError
 from fulmen.observe.dashboard.episode import summary_json
 from fulmen.observe.summary import EpisodeSummary
 from fulmen.protocol import EpisodeStatus
@@ -19,7 +20,7 @@ MAX_LIMIT = 500
 _STATUSES = tuple(s.value for s in EpisodeStatus if s.finished)
 
 
-class FilterError(ValueError):
+class FilterError(FulmenError, ValueError):
     """A filter value is malformed; the message names the parameter and what it expects."""
 
 
