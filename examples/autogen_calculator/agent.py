@@ -8,7 +8,7 @@ plain agent; AutoGen's reflection step would make its last call without tools, a
 never saw.
 
 The one fulmen line is ``AutoGenAdapter().attach()`` below; the model client points at the
-episode (``model_client(ctx, ...)``). Nothing else here knows about RL.
+episode (``ADAPTER.model_for(ctx, ...)``). Nothing else here knows about RL.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import TextMessage
 from autogen_core.tools import FunctionTool, ToolSchema
 from fulmen import EpisodeContext, Task
-from fulmen_autogen import AutoGenAdapter, model_client
+from fulmen_autogen import AutoGenAdapter
 from fulmen_local.tasks.calculator import (
     CALCULATOR_TOOL,
     SYSTEM_PROMPT,
@@ -69,7 +69,7 @@ async def solve(task: Task, ctx: EpisodeContext) -> str | None:
     """Run the agent on one question; returns its final answer text (None if it gave none)."""
     agent = AssistantAgent(
         AGENT_NAME,
-        model_client=model_client(ctx, MODEL, agent=AGENT_NAME, max_tokens=96, timeout=120.0),
+        model_client=ADAPTER.model_for(ctx, MODEL, agent=AGENT_NAME, max_tokens=96),
         tools=[CalculatorTool()],
         system_message=SYSTEM_PROMPT,
         reflect_on_tool_use=False,

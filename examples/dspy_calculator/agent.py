@@ -5,7 +5,7 @@ The tiny example model was warm-started on one conversation shape (a short syste
 (``[[ ## field ## ]]`` markers), so ``dspy.ReAct`` would get nonsense from it. This program is
 a ``dspy.Module`` that talks to its LM in the shape the model knows: it builds a
 ``dspy.lm15.Request`` with the calculator tool, runs the tool calls the model makes, and asks
-again, all through the ``dspy.LM`` that :func:`fulmen_dspy.lm_for` points at the episode. The
+again, all through the ``dspy.LM`` that ``ADAPTER.model_for(ctx)`` points at the episode. The
 adapter (attached below, the one line) annotates every LLM call with agent
 ``CalculatorAgent`` and node ``CalculatorAgent``, and adds each ``calculator`` result to the
 call that asked for it.
@@ -23,7 +23,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "true")
 import dspy
 from dspy.lm15 import Config, FunctionTool, Message, Request, Response, ToolCallPart
 from fulmen import EpisodeContext, Task
-from fulmen_dspy import DSPyAdapter, lm_for
+from fulmen_dspy import DSPyAdapter
 from fulmen_local.tasks.calculator import (
     CALCULATOR_TOOL,
     SYSTEM_PROMPT,
@@ -86,7 +86,7 @@ class CalculatorAgent(dspy.Module):
 
 def solve(task: Task, ctx: EpisodeContext) -> str | None:
     """fulmen's agent entry: run the program with the episode's LM."""
-    with dspy.context(lm=lm_for(ctx, "policy", max_tokens=MAX_TOKENS)):
+    with dspy.context(lm=ADAPTER.model_for(ctx, max_tokens=MAX_TOKENS)):
         return CalculatorAgent()(question=task.data["question"]).answer
 
 

@@ -3,9 +3,10 @@ adapter.
 
 Same task, system prompt and tool schema as ``examples/calculator`` (the tiny base model was
 warm-started on exactly those): the graph's ``agent`` node asks the model, its ``tools`` node
-runs the calculator, for at most :data:`MAX_TURNS` model calls. fulmen hands the agent its
-episode's base URL (``ctx.base_url``); the adapter annotates every recorded call with the
-graph's name, node and the calculator's results.
+runs the calculator, for at most :data:`MAX_TURNS` model calls. The model is
+``ADAPTER.model_for(ctx)``: a ``ChatOpenAI`` pointed at the episode, with the settings training
+needs; the adapter annotates every recorded call with the graph's name, node and the
+calculator's results.
 """
 
 from __future__ import annotations
@@ -81,15 +82,7 @@ def build_graph(model: ChatOpenAI) -> Any:
 def solve(task: Task, ctx: EpisodeContext) -> str | None:
     """Run the graph on one question; returns its final answer text (None if it gave none)."""
     ADAPTER.attach()
-    model = ChatOpenAI(
-        base_url=ctx.base_url,
-        api_key=ctx.api_key,  # pyright: ignore[reportArgumentType]
-        model=MODEL_NAME,
-        use_responses_api=False,  # the gateway records chat completions
-        max_completion_tokens=96,
-        timeout=120,
-        max_retries=0,
-    )
+    model = ADAPTER.model_for(ctx, MODEL_NAME, max_completion_tokens=96)
     inputs: Any = {"messages": [SystemMessage(SYSTEM_PROMPT), HumanMessage(task.data["question"])]}
     last = build_graph(model).invoke(inputs)["messages"][-1]
     if isinstance(last, AIMessage) and not last.tool_calls:

@@ -20,11 +20,9 @@ from typing import Any, TypedDict
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import TextMessage
 from fulmen import EpisodeContext, Task
-from fulmen_autogen import model_client
 from fulmen_langchain import LangChainAdapter
 from fulmen_local.tasks.calculator import SYSTEM_PROMPT, check_answer
 from langchain_core.messages import HumanMessage, SystemMessage
-from langchain_openai import ChatOpenAI
 from langgraph.graph import END, START, StateGraph
 
 from examples.autogen_calculator.agent import ADAPTER as AUTOGEN_ADAPTER
@@ -39,9 +37,11 @@ MODEL = "policy"
 """The model name the trainer serves (``[model] name``)."""
 PLANNER_PROMPT = "You are a planner. Say in one short line how to answer the question."
 
-ADAPTERS = (LangChainAdapter().attach(), AUTOGEN_ADAPTER)
+LANGCHAIN_ADAPTER = LangChainAdapter().attach()
 """fulmen's one line per framework (the AutoGen calculator example, whose tool the solver
-uses, attaches the AutoGen adapter when it is imported)."""
+uses, attaches the AutoGen adapter when it is imported); each adapter's ``model_for`` is its
+framework's model pointed at the episode."""
+ADAPTERS = (LANGCHAIN_ADAPTER, AUTOGEN_ADAPTER)
 
 
 class State(TypedDict):
@@ -54,15 +54,7 @@ class State(TypedDict):
 
 def build_graph(ctx: EpisodeContext) -> Any:
     """``plan`` (LangChain model call) → ``solve`` (AutoGen agent with the calculator tool)."""
-    planner_model = ChatOpenAI(
-        base_url=ctx.base_url,
-        api_key=ctx.api_key,  # pyright: ignore[reportArgumentType]
-        model=MODEL,
-        use_responses_api=False,
-        max_completion_tokens=24,
-        timeout=120,
-        max_retries=0,
-    )
+    planner_model = LANGCHAIN_ADAPTER.model_for(ctx, MODEL, max_completion_tokens=24)
 
     async def plan(state: State) -> dict[str, str]:
         reply = await planner_model.ainvoke(
@@ -73,7 +65,7 @@ def build_graph(ctx: EpisodeContext) -> Any:
     async def solve(state: State) -> dict[str, str | None]:
         solver = AssistantAgent(
             SOLVER,
-            model_client=model_client(ctx, MODEL, agent=SOLVER, max_tokens=96, timeout=120.0),
+            model_client=AUTOGEN_ADAPTER.model_for(ctx, MODEL, agent=SOLVER, max_tokens=96),
             tools=[CalculatorTool()],
             system_message=SYSTEM_PROMPT,
             reflect_on_tool_use=False,

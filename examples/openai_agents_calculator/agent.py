@@ -3,8 +3,8 @@
 Same task, system prompt and tool schema as ``examples/calculator`` (the tiny model was
 warm-started on exactly those), but the agent is an Agents SDK ``Agent`` with a function tool.
 Two lines are fulmen's: ``ADAPTER.attach()`` (captures the SDK's structure: agent name, turns,
-tool results) and ``run_config=use_gateway(ctx)`` (sends the run's LLM calls to the episode,
-over chat completions; nothing is traced toward OpenAI).
+tool results) and ``run_config=ADAPTER.model_for(ctx)`` (sends the run's LLM calls to the
+episode, over chat completions; nothing is traced toward OpenAI).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fulmen_local.tasks.calculator import (
     SYSTEM_PROMPT,
     calculator,
 )
-from fulmen_openai import AgentsSDKAdapter, use_gateway
+from fulmen_openai import AgentsSDKAdapter
 
 from examples.calculator.agent import (  # the same task, data and reward
     eval_tasks,
@@ -66,7 +66,10 @@ async def solve(task: Task, ctx: EpisodeContext) -> str | None:
     ADAPTER.attach()  # idempotent: the first episode attaches, the others find it attached
     try:
         result = await Runner.run(
-            AGENT, str(task.data["question"]), run_config=use_gateway(ctx), max_turns=MAX_TURNS
+            AGENT,
+            str(task.data["question"]),
+            run_config=ADAPTER.model_for(ctx),
+            max_turns=MAX_TURNS,
         )
     except MaxTurnsExceeded:
         return None  # kept calling the tool: no answer (scored 0, like examples/calculator)

@@ -7,7 +7,8 @@ the question needs a second hop, and answers ``Answer: ...``. Reward: token F1 o
 (:mod:`examples.rag.scoring`); exact match is reported beside it (``em.toml``).
 
 Two lines are fulmen's: ``ADAPTER.attach()`` (the adapter records the agent's name, turns and
-tool results) and ``run_config=use_gateway(ctx)`` (the run's model calls go to the episode).
+tool results) and ``run_config=ADAPTER.model_for(ctx)`` (the run's model calls go to the
+episode).
 Bad model output is an observation, never a crash: arguments that do not parse come back to
 the model as ``error: ...``; a conversation that outgrows the model's context, too many turns or
 a call of an unknown tool end the episode without an answer (reward 0).
@@ -30,7 +31,7 @@ from agents import (
     function_tool,
 )
 from fulmen import EpisodeContext, Task
-from fulmen_openai import AgentsSDKAdapter, use_gateway
+from fulmen_openai import AgentsSDKAdapter
 
 from examples.rag import corpus
 from examples.rag.questions import make_splits
@@ -94,7 +95,9 @@ async def solve(task: Task, ctx: EpisodeContext) -> str | None:
     ADAPTER.attach()  # idempotent: the first episode attaches, the others find it attached
     try:
         result = await Runner.run(
-            AGENT, str(task.data["question"]), run_config=use_gateway(ctx, model=MODEL_NAME),
+            AGENT,
+            str(task.data["question"]),
+            run_config=ADAPTER.model_for(ctx, MODEL_NAME),
             max_turns=MAX_TURNS,
         )
     except MaxTurnsExceeded:

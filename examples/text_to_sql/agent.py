@@ -7,8 +7,8 @@ query, sees its rows or its error, may rewrite and run again, then answers with 
 accuracy against the gold query (:mod:`examples.text_to_sql.sql`). Bad SQL is an observation
 for the model (an ``error: ...`` tool result), never a crash.
 
-The only fulmen-specific line is ``ADAPTER.attach()``; fulmen hands the agent its episode's
-base URL (``ctx.base_url``) and scores the answer with :func:`reward`.
+The fulmen-specific lines are ``ADAPTER.attach()`` and ``ADAPTER.model_for(ctx)`` (the
+``ChatOpenAI`` pointed at the episode); fulmen scores the answer with :func:`reward`.
 """
 
 from __future__ import annotations
@@ -127,15 +127,7 @@ def solve(task: Task, ctx: EpisodeContext) -> str | None:
     """Run the graph on one question; returns the final answer text (None if it gave none)."""
     ADAPTER.attach()
     ensure_db()
-    model = ChatOpenAI(
-        base_url=ctx.base_url,
-        api_key=ctx.api_key,  # pyright: ignore[reportArgumentType]
-        model=MODEL_NAME,
-        use_responses_api=False,  # the gateway records chat completions
-        max_completion_tokens=MAX_TOKENS,
-        timeout=120,
-        max_retries=0,
-    )
+    model = ADAPTER.model_for(ctx, MODEL_NAME, max_completion_tokens=MAX_TOKENS)
     inputs: Any = {"messages": [SystemMessage(SYSTEM_PROMPT), HumanMessage(task.data["question"])]}
     last = build_graph(model).invoke(inputs)["messages"][-1]
     if isinstance(last, AIMessage) and not last.tool_calls:

@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 import logging
 from importlib.metadata import EntryPoint
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
-from fulmen.adapters import Adapter, CallInfo, discover_adapters, episode_for_response
+from fulmen.adapters import (
+    DEFAULT_MODEL,
+    Adapter,
+    AdapterError,
+    CallInfo,
+    FrameworkRequirement,
+    discover_adapters,
+    episode_for_response,
+)
 from fulmen.adapters import discovery as discovery_module
 from fulmen.cli import main
 from fulmen.context import EpisodeContext, episode_scope
@@ -22,12 +30,27 @@ class ListAdapter(Adapter):
     """Registers one hook in :data:`registry`: enough to exercise the base class."""
 
     framework: ClassVar[str] = "toy"
+    requirement: ClassVar[FrameworkRequirement] = FrameworkRequirement(
+        package="fulmen-toy", modules=("colorsys",)
+    )
 
     def _attach(self) -> None:
         registry.append(self)
 
     def _detach(self) -> None:
         registry.remove(self)
+
+    @classmethod
+    def model_for(cls, ctx: EpisodeContext, model: str = DEFAULT_MODEL, **kwargs: Any) -> object:
+        cls._refuse_episode_settings(kwargs, ("api_key", "base_url"))
+        return {"base_url": ctx.base_url, "model": model, **kwargs}
+
+
+class BrokenAdapter(ListAdapter):
+    """Fails while hooking: the base must not keep it as the framework's attached adapter."""
+
+    def _attach(self) -> None:
+        raise RuntimeError("framework refused the hook")
 
 
 def test_attach_is_idempotent_and_detach_restores() -> None:
@@ -41,6 +64,49 @@ def test_attach_is_idempotent_and_detach_restores() -> None:
     with ListAdapter() as scoped:
         assert registry == [scoped]
     assert registry == []
+
+
+def test_one_attached_instance_per_framework() -> None:
+    first = ListAdapter().attach()
+    second = ListAdapter()
+    try:
+        with pytest.raises(AdapterError, match="another ListAdapter is attached in this process"):
+            second.attach()
+        assert registry == [first] and not second.attached
+        second.detach()  # not attached: changes nothing
+        assert registry == [first]
+    finally:
+        first.detach()
+    with second:
+        assert registry == [second]
+
+
+def test_a_failed_attach_leaves_the_framework_free() -> None:
+    with pytest.raises(RuntimeError, match="refused"):
+        BrokenAdapter().attach()
+    with ListAdapter() as adapter:
+        assert registry == [adapter]
+
+
+def test_model_for_refuses_the_episode_settings() -> None:
+    ctx = EpisodeContext(episode_id="ep-a", gateway_url="http://127.0.0.1:9")
+    assert ListAdapter.model_for(ctx, temperature=1) == {
+        "base_url": ctx.base_url,
+        "model": "policy",
+        "temperature": 1,
+    }
+    with pytest.raises(AdapterError, match=r"ListAdapter.model_for\(\) sets api_key, base_url"):
+        ListAdapter.model_for(ctx, base_url="x", api_key="y")
+
+
+def test_requirement_names_the_install_line() -> None:
+    ListAdapter.requirement.check()  # colorsys is there
+    missing = FrameworkRequirement(package="fulmen-toy", modules=("colorsys", "no_such_mod_q"))
+    with pytest.raises(ImportError) as caught:
+        missing.check()
+    message = str(caught.value)
+    assert "fulmen_toy needs no_such_mod_q" in message
+    assert "pip install fulmen-toy (or: uv add fulmen-toy)" in message
 
 
 def test_guard_logs_counts_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:

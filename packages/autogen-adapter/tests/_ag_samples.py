@@ -18,7 +18,7 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from fulmen import EpisodeContext, Task
 from fulmen.runner import AgentFn
 from fulmen.testing.generation import RequestParams, default_responder
-from fulmen_autogen import DEFAULT_MODEL_INFO, model_client
+from fulmen_autogen import DEFAULT_MODEL_INFO, AutoGenAdapter
 from fulmen_testkit import MODEL, TOOL_DESCRIPTION, TOOL_NAME, lookup
 
 TeamKind = Literal["round_robin", "selector"]
@@ -62,7 +62,9 @@ def kit_agent(*, stream: bool = False, use_async: bool = False) -> AgentFn:
     """The conformance kit's sample agent: one ``AssistantAgent`` run with ``agent.run``."""
 
     async def solve(task: Task, ctx: EpisodeContext) -> str | None:
-        agent = assistant("assistant", model_client(ctx, MODEL), task, tools=True, stream=stream)
+        agent = assistant(
+            "assistant", AutoGenAdapter.model_for(ctx, MODEL), task, tools=True, stream=stream
+        )
         return final_text(await agent.run(task=str(task.data["question"])))
 
     if use_async:
@@ -75,7 +77,7 @@ def kit_agent(*, stream: bool = False, use_async: bool = False) -> AgentFn:
 
 
 def plain_client_agent(*, stream: bool) -> AgentFn:
-    """The sample agent with a client the user built (not ``fulmen_autogen.model_client``)."""
+    """The sample agent with a client the user built (not ``AutoGenAdapter.model_for``)."""
 
     async def solve(task: Task, ctx: EpisodeContext) -> str | None:
         client = OpenAIChatCompletionClient(
@@ -93,10 +95,10 @@ def plain_client_agent(*, stream: bool) -> AgentFn:
 
 def no_tool_agent(*, declared: bool, stream: bool = False) -> AgentFn:
     """A standalone assistant without tools (one call); ``declared``: its client is made with
-    ``model_client(..., agent="assistant")``."""
+    ``AutoGenAdapter.model_for(..., agent="assistant")``."""
 
     async def solve(task: Task, ctx: EpisodeContext) -> str | None:
-        client = model_client(ctx, MODEL, agent="assistant" if declared else None)
+        client = AutoGenAdapter.model_for(ctx, MODEL, agent="assistant" if declared else None)
         agent = assistant("assistant", client, task, tools=False, stream=stream)
         return final_text(await agent.run(task=str(task.data["question"])))
 
@@ -109,7 +111,7 @@ def team_agent(kind: TeamKind, *, stream: bool = False) -> AgentFn:
     own LLM call."""
 
     async def solve(task: Task, ctx: EpisodeContext) -> str | None:
-        client = model_client(ctx, MODEL)
+        client = AutoGenAdapter.model_for(ctx, MODEL)
         researcher = assistant("researcher", client, task, tools=True, stream=stream)
         writer = assistant("writer", client, task, tools=False, stream=stream)
         if kind == "round_robin":

@@ -1,4 +1,4 @@
-"""Life cycle and logging behaviour of the adapter, the event readers, and ``model_client``."""
+"""Life cycle and logging behaviour of the adapter, the event readers, and ``model_for``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from _ag_samples import kit_agent, no_tool_agent
 from autogen_core import EVENT_LOGGER_NAME
 from fulmen import EpisodeContext
-from fulmen.adapters import AdapterError
-from fulmen_autogen import EVENT_LOGGERS, AutoGenAdapter, model_client
+from fulmen.adapters import MODEL_TIMEOUT_S, AdapterError
+from fulmen_autogen import EVENT_LOGGERS, AutoGenAdapter
 from fulmen_autogen._events import agent_name, read_llm_call, trailing_tool_call_ids
 from fulmen_testkit import KitStack, kit_task
 
@@ -71,24 +71,10 @@ def test_user_level_is_honoured_and_restored() -> None:
         core.setLevel(logging.NOTSET)
 
 
-def test_one_attached_adapter_per_process() -> None:
-    """A second instance cannot attach while one is attached (it would annotate twice)."""
-    first = AutoGenAdapter().attach()
-    second = AutoGenAdapter()
-    try:
-        with pytest.raises(AdapterError, match="another AutoGenAdapter"):
-            second.attach()
-        assert not second.attached
-    finally:
-        first.detach()
-    second.attach()
-    second.detach()
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_standalone_call_named_by_its_client(tmp_path: Path, stream: bool) -> None:
     """A standalone agent's call that asks for no tool has no agent in AutoGen's events: it
-    is named only when its client was made with ``model_client(..., agent=...)``."""
+    is named only when its client was made with ``model_for(..., agent=...)``."""
     with KitStack(tmp_path) as stack, AutoGenAdapter() as adapter:
         declared, anonymous = (
             stack.run(no_tool_agent(declared=flag, stream=stream), [kit_task(i)])[0]
@@ -122,13 +108,20 @@ def test_event_readers_tolerate_odd_payloads() -> None:
     assert trailing_tool_call_ids(messages[:2]) == ()
 
 
-def test_model_client_training_defaults() -> None:
-    """The episode's URL and key, a ``model_info`` for an unknown name, no ``name`` field."""
+def test_model_for_training_defaults() -> None:
+    """The episode's URL and key, a ``model_info`` for an unknown name, no ``name`` field, no
+    retries, a timeout; the caller may change the last two but not the URL or key."""
     ctx = EpisodeContext(episode_id="ep-1", gateway_url="http://127.0.0.1:9")
-    client = model_client(ctx, "policy", temperature=0.5)
+    client = AutoGenAdapter.model_for(ctx, temperature=0.5)
     config = client.dump_component().config
     assert config["base_url"] == ctx.base_url
+    assert config["api_key"].get_secret_value() == ctx.api_key
     assert config["model"] == "policy" and config["temperature"] == 0.5
     assert config["include_name_in_message"] is False
-    assert config["max_retries"] == 0
+    assert config["max_retries"] == 0 and config["timeout"] == MODEL_TIMEOUT_S
     assert client.model_info["function_calling"] is True
+    custom = AutoGenAdapter.model_for(ctx, "other", max_retries=2, timeout=5.0)
+    config = custom.dump_component().config
+    assert (config["model"], config["max_retries"], config["timeout"]) == ("other", 2, 5.0)
+    with pytest.raises(AdapterError, match="api_key"):
+        AutoGenAdapter.model_for(ctx, api_key="sk-elsewhere")

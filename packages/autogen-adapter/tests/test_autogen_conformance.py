@@ -4,9 +4,12 @@ run with ``agent.run(task=...)`` (sync form: ``asyncio.run``; streaming: ``model
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 from _ag_samples import kit_agent
+from autogen_core.models import UserMessage
 from fulmen.runner import AgentFn
 from fulmen_autogen import EVENT_LOGGERS, AutoGenAdapter
 from fulmen_testkit import AdapterConformanceTests
@@ -27,6 +30,9 @@ class TestAutoGenConformance(AdapterConformanceTests):
 
     def make_agent(self, *, stream: bool = False, use_async: bool = False) -> AgentFn:
         return kit_agent(stream=stream, use_async=use_async)
+
+    def call_model(self, model: Any) -> object:
+        return asyncio.run(model.create([UserMessage(content="Say hi.", source="user")])).content
 
     def framework_state(self) -> object:
         return logger_state()

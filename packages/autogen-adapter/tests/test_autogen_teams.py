@@ -95,7 +95,7 @@ def test_streaming_team_is_annotated(stack: KitStack, adapter: AutoGenAdapter) -
 def test_user_built_client(stack: KitStack, adapter: AutoGenAdapter) -> None:
     """A plain ``OpenAIChatCompletionClient``: non-streaming calls are annotated; streaming
     calls are recorded with exact tokens but not annotated (AutoGen's stream events carry no
-    response id; ``fulmen_autogen.model_client`` is needed for those)."""
+    response id; ``AutoGenAdapter.model_for`` is needed for those)."""
     plain = stack.run(plain_client_agent(stream=False), [kit_task(0)])[0]
     assert [t.agent for t in _transitions(stack, plain)] == ["assistant", "assistant"]
     streamed = stack.run(plain_client_agent(stream=True), [kit_task(1)])[0]

@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dspy
-import fulmen_dspy
 from fulmen import EpisodeContext, Task
 from fulmen.runner import AgentFn
 from fulmen.testing.generation import RequestParams
+from fulmen_dspy import DSPyAdapter
 from fulmen_testkit import MODEL, TOOL_DESCRIPTION, TOOL_NAME, lookup
 
 __all__ = ["fields", "make_react_agent", "react_responder"]
@@ -75,7 +75,7 @@ def make_react_agent(*, stream: bool = False, use_async: bool = False) -> AgentF
 
     def solve(task: Task, ctx: EpisodeContext) -> str:
         program = _program(task)
-        with dspy.context(lm=fulmen_dspy.lm_for(ctx, MODEL)):
+        with dspy.context(lm=DSPyAdapter.model_for(ctx, MODEL)):
             if not stream:
                 return str(program(question=task.data["question"]).answer)
             streamed = dspy.streamify(program, async_streaming=False)
@@ -86,7 +86,7 @@ def make_react_agent(*, stream: bool = False, use_async: bool = False) -> AgentF
 
     async def asolve(task: Task, ctx: EpisodeContext) -> str:
         program = _program(task)
-        with dspy.context(lm=fulmen_dspy.lm_for(ctx, MODEL)):
+        with dspy.context(lm=DSPyAdapter.model_for(ctx, MODEL)):
             if not stream:
                 prediction = await program.acall(question=task.data["question"])
                 return str(prediction.answer)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dspy
 from _dspy_sample import make_react_agent, react_responder
 from fulmen.runner import AgentFn
@@ -23,6 +25,9 @@ class TestDSPyConformance(AdapterConformanceTests):
 
     def make_responder(self) -> Responder | None:
         return react_responder
+
+    def call_model(self, model: Any) -> object:
+        return model("Say hi.")
 
     def framework_state(self) -> object:
         callbacks = dspy.settings.get("callbacks")

@@ -15,9 +15,9 @@ import tqdm
 from _dspy_sample import react_responder
 from dspy.lm15 import Message, Request
 from fulmen import EpisodeContext, Task
-from fulmen.adapters import AdapterError
+from fulmen.adapters import MODEL_TIMEOUT_S, AdapterError
 from fulmen.protocol import EpisodeStatus, Transition
-from fulmen_dspy import DSPyAdapter, lm_for
+from fulmen_dspy import DSPyAdapter
 from fulmen_testkit import MODEL, TOOL_NAME, TOOL_REWARD, KitStack, kit_task
 
 
@@ -37,7 +37,7 @@ def _calls(stack: KitStack, task: Task, program: dspy.Module) -> list[Transition
     """Run ``program`` on the task's question in one episode; its transitions."""
 
     def solve(task: Task, ctx: EpisodeContext) -> str:
-        with dspy.context(lm=lm_for(ctx, MODEL)):
+        with dspy.context(lm=DSPyAdapter.model_for(ctx, MODEL)):
             return str(program(question=task.data["question"]).answer)
 
     result = stack.run(solve, [task])[0]
@@ -110,7 +110,7 @@ class Fanout(dspy.Module):
 def test_parallel_inside_16_concurrent_episodes_never_mixes(
     stack: KitStack, adapter: DSPyAdapter
 ) -> None:
-    """``dspy.context(lm=lm_for(ctx))`` reaches dspy.Parallel's worker threads (DSPy copies
+    """``dspy.context(lm=DSPyAdapter.model_for(ctx))`` reaches dspy.Parallel's worker threads (DSPy copies
     its settings there), and so does the adapter's run tree. fulmen's own context variable
     does not: a tool in a worker rewards through the ``ctx`` it closes over, and
     ``step="current"`` still finds the call that asked for the tool."""
@@ -123,7 +123,7 @@ def test_parallel_inside_16_concurrent_episodes_never_mixes(
             return f"code-of-{marker}"
 
         program = Fanout(dspy.Tool(lookup, name=TOOL_NAME))
-        with dspy.context(lm=lm_for(ctx, MODEL)):
+        with dspy.context(lm=DSPyAdapter.model_for(ctx, MODEL)):
             return str(program(question=task.data["question"]).answer)
 
     results = stack.run(solve, [kit_task(i) for i in range(16)], concurrency=16)
@@ -156,7 +156,7 @@ def test_parallel_inside_16_concurrent_episodes_never_mixes(
 def test_cache_is_off_same_prompt_twice_calls_twice(stack: KitStack, adapter: DSPyAdapter) -> None:
     def solve(task: Task, ctx: EpisodeContext) -> list[str]:
         predict = dspy.Predict("question -> answer")
-        with dspy.context(lm=lm_for(ctx, MODEL)):
+        with dspy.context(lm=DSPyAdapter.model_for(ctx, MODEL)):
             return [str(predict(question="same prompt").answer) for _ in range(2)]
 
     result = stack.run(solve, [kit_task(0)])[0]
@@ -192,7 +192,7 @@ def test_no_history_means_no_annotation_and_a_warning(
     stack: KitStack, adapter: DSPyAdapter, caplog: pytest.LogCaptureFixture
 ) -> None:
     def solve(task: Task, ctx: EpisodeContext) -> str:
-        with dspy.context(lm=lm_for(ctx, MODEL), disable_history=True):
+        with dspy.context(lm=DSPyAdapter.model_for(ctx, MODEL), disable_history=True):
             return str(dspy.Predict("question -> answer")(question="q").answer)
 
     with caplog.at_level(logging.WARNING, logger="fulmen.adapters.dspy"):
@@ -201,11 +201,6 @@ def test_no_history_means_no_annotation_and_a_warning(
     assert stack.store.annotations(result.episode.id) == []
     assert any("disable_history" in r.getMessage() for r in caplog.records)
     assert adapter.failures == 0
-
-
-def test_a_second_adapter_cannot_attach_while_one_is() -> None:
-    with DSPyAdapter(), pytest.raises(AdapterError, match="another DSPyAdapter"):
-        DSPyAdapter().attach()
 
 
 def test_detach_keeps_callbacks_added_after_attach() -> None:
@@ -221,14 +216,17 @@ def test_detach_keeps_callbacks_added_after_attach() -> None:
     dspy.configure(callbacks=before)
 
 
-def test_lm_for_points_at_the_episode_with_cache_off() -> None:
+def test_model_for_points_at_the_episode_with_cache_and_retries_off() -> None:
     ctx = EpisodeContext(episode_id="ep-1", gateway_url="http://127.0.0.1:9")
-    lm = lm_for(ctx, "policy", temperature=1.0)
+    lm = DSPyAdapter.model_for(ctx, temperature=1.0)
     assert (lm.model, lm.cache, lm.kwargs["temperature"]) == ("openai/policy", False, 1.0)
-    assert lm.kwargs["api_base"] == ctx.base_url
-    assert lm_for(ctx, "openai/policy").model == "openai/policy"
-    with pytest.raises(ValueError, match="cache"):
-        lm_for(ctx, "policy", cache=True)
+    assert (lm.kwargs["api_base"], lm.kwargs["api_key"]) == (ctx.base_url, ctx.api_key)
+    assert (lm.num_retries, lm.kwargs["timeout"]) == (0, MODEL_TIMEOUT_S)
+    assert DSPyAdapter.model_for(ctx, "openai/policy").model == "openai/policy"
+    custom = DSPyAdapter.model_for(ctx, num_retries=2, timeout=5.0)
+    assert (custom.num_retries, custom.kwargs["timeout"]) == (2, 5.0)
+    with pytest.raises(AdapterError, match="cache"):
+        DSPyAdapter.model_for(ctx, "policy", cache=True)
 
 
 @pytest.mark.slow  # importing LiteLLM takes seconds
@@ -236,7 +234,7 @@ def test_litellm_engine_is_captured(stack: KitStack, adapter: DSPyAdapter) -> No
     """``engine="litellm"`` (or any ``extra_body``) switches DSPy to LiteLLM: same capture."""
 
     def solve(task: Task, ctx: EpisodeContext) -> str:
-        with dspy.context(lm=lm_for(ctx, MODEL, engine="litellm")):
+        with dspy.context(lm=DSPyAdapter.model_for(ctx, MODEL, engine="litellm")):
             return str(dspy.ChainOfThought("question -> answer")(question="q").answer)
 
     result = stack.run(solve, [kit_task(0)])[0]

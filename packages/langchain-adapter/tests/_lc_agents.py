@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from fulmen import EpisodeContext, Task
 from fulmen.runner import AgentFn
+from fulmen_langchain import LangChainAdapter
 from fulmen_testkit import MODEL, TOOL_DESCRIPTION, TOOL_NAME, lookup
 from langchain_core.messages import AnyMessage
 from langchain_core.tools import BaseTool, StructuredTool
@@ -20,18 +21,8 @@ GRAPH_NAME = "kit-agent"
 
 
 def chat_model(ctx: EpisodeContext, *, stream: bool = False) -> ChatOpenAI:
-    """ChatOpenAI at the episode's gateway URL (chat completions; a stream keeps its
-    response id through ``include_response_headers``)."""
-    return ChatOpenAI(
-        base_url=ctx.base_url,
-        api_key=ctx.api_key,  # pyright: ignore[reportArgumentType]
-        model=MODEL,
-        use_responses_api=False,
-        max_retries=0,
-        timeout=60,
-        streaming=stream,
-        include_response_headers=stream,
-    )
+    """The episode's ``ChatOpenAI`` (:meth:`LangChainAdapter.model_for`), streaming or not."""
+    return LangChainAdapter.model_for(ctx, MODEL, streaming=stream)
 
 
 def lookup_tool(task: Task) -> BaseTool:

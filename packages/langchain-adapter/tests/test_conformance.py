@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from _lc_agents import GRAPH_NAME, kit_agent
 from fulmen.runner import AgentFn
@@ -18,6 +18,9 @@ class TestLangChainConformance(AdapterConformanceTests):
 
     def make_agent(self, *, stream: bool = False, use_async: bool = False) -> AgentFn:
         return kit_agent(stream=stream, use_async=use_async)
+
+    def call_model(self, model: Any) -> object:
+        return model.invoke("Say hi.").content
 
     def framework_state(self) -> object:
         """What a run observes of LangChain's global hooks: the handlers a fresh run gets,

@@ -16,7 +16,7 @@ from agents import (
 from agents.extensions import handoff_filters
 from fulmen import EpisodeContext, Task
 from fulmen.runner import AgentFn
-from fulmen_openai import agent_scope, async_episode_client, episode_client, use_gateway
+from fulmen_openai import AgentsSDKAdapter, OpenAIClientAdapter, agent_scope
 from fulmen_testkit import MODEL, TOOL_DESCRIPTION, TOOL_NAME, lookup
 from openai import AsyncOpenAI, OpenAI
 
@@ -75,7 +75,7 @@ def make_sdk_agent(*, stream: bool = False, use_async: bool = False) -> AgentFn:
 
     async def run(task: Task, ctx: EpisodeContext) -> str:
         question = str(task.data["question"])
-        config = use_gateway(ctx, model=MODEL)
+        config = AgentsSDKAdapter.model_for(ctx, MODEL)
         if stream:
             streamed = Runner.run_streamed(
                 sdk_agents(task), question, run_config=config, max_turns=MAX_TURNS
@@ -92,7 +92,7 @@ def make_sdk_agent(*, stream: bool = False, use_async: bool = False) -> AgentFn:
         return run
 
     def run_sync(task: Task, ctx: EpisodeContext) -> str:
-        config = use_gateway(ctx, model=MODEL)
+        config = AgentsSDKAdapter.model_for(ctx, MODEL)
         if stream:
             import asyncio
 
@@ -192,15 +192,18 @@ async def asolve_with_client(task: Task, client: AsyncOpenAI) -> str | None:
 
 
 def make_client_agent(*, stream: bool = False, use_async: bool = False) -> AgentFn:
-    """The plain-client sample agent: its own client per episode (:func:`episode_client`)."""
+    """The plain-client sample agent: its own client per episode
+    (:meth:`OpenAIClientAdapter.model_for`)."""
     if use_async:
 
         async def run_async(task: Task, ctx: EpisodeContext) -> str | None:
-            return await asolve_with_client(task, async_episode_client(ctx))
+            return await asolve_with_client(
+                task, OpenAIClientAdapter.model_for(ctx, use_async=True)
+            )
 
         return run_async
 
     def run(task: Task, ctx: EpisodeContext) -> str | None:
-        return solve_with_client(task, episode_client(ctx), stream=stream)
+        return solve_with_client(task, OpenAIClientAdapter.model_for(ctx), stream=stream)
 
     return run

@@ -1,4 +1,4 @@
-"""The Agents SDK adapter beyond the kit: guardrails, the trace provider swap, use_gateway."""
+"""The Agents SDK adapter beyond the kit: guardrails, the trace provider swap, model_for."""
 
 from __future__ import annotations
 
@@ -11,16 +11,18 @@ from _oa_samples import sdk_agents
 from agents import (
     Agent,
     GuardrailFunctionOutput,
+    RunConfig,
     RunContextWrapper,
     Runner,
     input_guardrail,
     output_guardrail,
 )
+from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.tracing import Span, Trace, TracingProcessor, get_trace_provider, set_trace_processors
 from fulmen import EpisodeContext, Task
-from fulmen.adapters import AdapterError
+from fulmen.adapters import MODEL_TIMEOUT_S
 from fulmen.protocol import EpisodeStatus
-from fulmen_openai import AgentsSDKAdapter, use_gateway
+from fulmen_openai import AgentsSDKAdapter
 from fulmen_testkit import MODEL, KitStack, kit_task
 
 
@@ -45,7 +47,7 @@ def test_guardrails_are_captured(stack: KitStack) -> None:
 
     async def agent(task: Task, ctx: EpisodeContext) -> str:
         triage = sdk_agents(task, input_guardrails=[polite], output_guardrails=[short])
-        config = use_gateway(ctx, model=MODEL)
+        config = AgentsSDKAdapter.model_for(ctx, MODEL)
         result = await Runner.run(triage, str(task.data["question"]), run_config=config)
         return str(result.final_output)
 
@@ -95,7 +97,7 @@ def test_previous_processors_are_suspended_then_restored(stack: KitStack) -> Non
 
 def _sdk_runner(*, tracing: bool = False) -> Any:
     async def agent(task: Task, ctx: EpisodeContext) -> str:
-        config = use_gateway(ctx, model=MODEL)
+        config = AgentsSDKAdapter.model_for(ctx, MODEL)
         if tracing:
             config.tracing_disabled = False
         result = await Runner.run(sdk_agents(task), str(task.data["question"]), run_config=config)
@@ -104,16 +106,16 @@ def _sdk_runner(*, tracing: bool = False) -> Any:
     return agent
 
 
-def test_one_attached_instance_at_a_time() -> None:
-    with AgentsSDKAdapter(), pytest.raises(AdapterError, match="another AgentsSDKAdapter"):
-        AgentsSDKAdapter().attach()
-
-
-def test_use_gateway_points_at_the_episode_and_never_traces_to_openai() -> None:
+def test_model_for_points_at_the_episode_and_never_traces_to_openai() -> None:
     ctx = EpisodeContext(episode_id="ep-1", gateway_url="http://127.0.0.1:1")
-    config = use_gateway(ctx, model="policy")
+    base = RunConfig(workflow_name="mine")
+    config = AgentsSDKAdapter.model_for(ctx, run_config=base, max_retries=1)
     assert config.tracing_disabled, "without the adapter the run must not be traced"
-    assert config.model is not None and not isinstance(config.model, str)
-    assert config.model.model == "policy"  # type: ignore[attr-defined]
+    assert config.workflow_name == "mine" and base.model is None
+    model = config.model
+    assert isinstance(model, OpenAIChatCompletionsModel) and model.model == "policy"
+    client = model._client  # the SDK keeps the client private; only the defaults are checked
+    assert str(client.base_url) == f"{ctx.base_url}/" and client.api_key == ctx.api_key
+    assert (client.max_retries, client.timeout) == (1, MODEL_TIMEOUT_S)
     with AgentsSDKAdapter():
-        assert not use_gateway(ctx).tracing_disabled
+        assert not AgentsSDKAdapter.model_for(ctx).tracing_disabled

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from _oa_samples import make_sdk_agent
+from agents import Agent, Runner
 from agents.tracing import get_trace_provider
 from fulmen.adapters import Adapter
 from fulmen.runner import AgentFn
@@ -21,6 +22,10 @@ class TestAgentsSDKConformance(AdapterConformanceTests):
 
     def make_agent(self, *, stream: bool = False, use_async: bool = False) -> AgentFn:
         return make_sdk_agent(stream=stream, use_async=use_async)
+
+    def call_model(self, model: Any) -> object:
+        probe: Agent[Any] = Agent(name="probe", instructions="Answer briefly.")
+        return Runner.run_sync(probe, "Say hi.", run_config=model).final_output
 
     def framework_state(self) -> object:
         return (get_trace_provider(), patched_methods())

@@ -57,6 +57,8 @@ def test_xfail_needs_a_reason() -> None:
         _XfailWithoutReason().test_no_overrides_DO_NOT_OVERRIDE()
 
 
-def test_make_agent_is_required() -> None:
+def test_make_agent_and_call_model_are_required() -> None:
     with pytest.raises(NotImplementedError, match="must implement make_agent"):
         _Overrides().make_agent()
+    with pytest.raises(NotImplementedError, match="must implement call_model"):
+        _Overrides().call_model(object())

@@ -5,26 +5,19 @@ One line in the agent process::
 
     from fulmen_autogen import AutoGenAdapter
 
-    AutoGenAdapter().attach()
+    ADAPTER = AutoGenAdapter().attach()
 
-and a model client pointed at the episode (``model_client(ctx, "policy")``). See ``README.md``.
+and a model client pointed at the episode (``ADAPTER.model_for(ctx, agent="solver")``). See
+``README.md``.
 """
 
 from __future__ import annotations
 
-import importlib
+from fulmen_autogen._requirement import REQUIREMENT
 
-try:  # fail early, with an install hint
-    importlib.import_module("autogen_agentchat")
-    importlib.import_module("autogen_ext.models.openai")
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "fulmen_autogen needs AutoGen AgentChat 0.7 with its OpenAI client: "
-        "pip install 'fulmen-autogen' (or 'autogen-agentchat>=0.7,<0.8' "
-        "'autogen-ext[openai]>=0.7,<0.8')"
-    ) from exc
+REQUIREMENT.check()  # before AutoGen is imported: a missing framework names the install line
 
-from fulmen_autogen._adapter import EVENT_LOGGERS, AutoGenAdapter
-from fulmen_autogen._client import DEFAULT_MODEL_INFO, model_client
+from fulmen_autogen._adapter import EVENT_LOGGERS, AutoGenAdapter  # noqa: E402
+from fulmen_autogen._client import DEFAULT_MODEL_INFO  # noqa: E402
 
-__all__ = ["DEFAULT_MODEL_INFO", "EVENT_LOGGERS", "AutoGenAdapter", "model_client"]
+__all__ = ["DEFAULT_MODEL_INFO", "EVENT_LOGGERS", "AutoGenAdapter"]

@@ -12,18 +12,17 @@ What is annotated, per LLM call (see ``README.md``):
 * as soon as the call ends (``LLMCallEvent`` / ``LLMStreamEndEvent``, before any tool runs):
   the agent, when known: AutoGen's ``agent_id`` inside a team; else the agent whose own tool
   results end the prompt; else the agent the client was made for
-  (``model_client(..., agent=)``); and ``autogen_agent_id``;
+  (``AutoGenAdapter.model_for(..., agent=)``); and ``autogen_agent_id``;
 * when the agent asks for tools (``ToolCallRequestEvent``, before they run): the agent's name;
 * when the tools finished (``ToolCallExecutionEvent``): their results, on the call that asked.
 
 Calls are found by their response id (``chatcmpl-{episode}.{seq}``); streaming calls need a
-client from :func:`fulmen_autogen.model_client` (AutoGen's stream events carry no id).
+client from :meth:`AutoGenAdapter.model_for` (AutoGen's stream events carry no id).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -31,9 +30,12 @@ from autogen_agentchat import EVENT_LOGGER_NAME as AGENTCHAT_EVENT_LOGGER_NAME
 from autogen_agentchat.messages import ToolCallExecutionEvent, ToolCallRequestEvent
 from autogen_core import EVENT_LOGGER_NAME as CORE_EVENT_LOGGER_NAME
 from autogen_core.logging import LLMCallEvent, LLMStreamEndEvent, LLMStreamStartEvent
-from fulmen.adapters import Adapter, AdapterError, CallInfo
+from autogen_core.models import ModelInfo
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+from fulmen.adapters import DEFAULT_MODEL, Adapter, CallInfo, FrameworkRequirement
+from fulmen.context import EpisodeContext
 
-from fulmen_autogen._client import current_call, take_streamed_response_id
+from fulmen_autogen._client import current_call, episode_client, take_streamed_response_id
 from fulmen_autogen._events import (
     LlmEnd,
     agent_name,
@@ -41,15 +43,13 @@ from fulmen_autogen._events import (
     read_stream_end,
     trailing_tool_call_ids,
 )
+from fulmen_autogen._requirement import REQUIREMENT
 from fulmen_autogen._turns import PendingCall, Turns
 
 __all__ = ["EVENT_LOGGERS", "AutoGenAdapter"]
 
 EVENT_LOGGERS: tuple[str, ...] = (CORE_EVENT_LOGGER_NAME, AGENTCHAT_EVENT_LOGGER_NAME)
 """The loggers the adapter hooks (``autogen_core.events``, ``autogen_agentchat.events``)."""
-
-_active: AutoGenAdapter | None = None
-_active_lock = threading.Lock()
 
 
 class _EventFilter(logging.Filter):
@@ -73,29 +73,74 @@ class _EventFilter(logging.Filter):
 class AutoGenAdapter(Adapter):
     """fulmen adapter for AutoGen AgentChat 0.7 (``autogen-agentchat``, ``autogen-core``).
 
-    ``AutoGenAdapter().attach()`` is the one line to add (or use it as a context manager). One
-    instance may be attached at a time in a process (:class:`~fulmen.adapters.AdapterError`
-    otherwise). Hooks are synchronous and cheap; they never raise into the agent.
+    ``AutoGenAdapter().attach()`` is the one line to add (or use it as a context manager), and
+    :meth:`model_for` the episode's model client. One instance may be attached at a time in a
+    process (:class:`~fulmen.adapters.AdapterError` otherwise). Hooks are synchronous and
+    cheap; they never raise into the agent.
     """
 
     framework: ClassVar[str] = "autogen"
+    requirement: ClassVar[FrameworkRequirement] = REQUIREMENT
 
     def __init__(self) -> None:
         super().__init__()
         self._turns = Turns()
         self._installed: list[tuple[logging.Logger, _EventFilter, int]] = []
 
+    @classmethod
+    def model_for(
+        cls,
+        ctx: EpisodeContext,
+        model: str = DEFAULT_MODEL,
+        *,
+        agent: str | None = None,
+        model_info: ModelInfo | None = None,
+        include_name_in_message: bool = False,
+        max_retries: int = 0,
+        **kwargs: Any,
+    ) -> OpenAIChatCompletionClient:
+        """An AutoGen ``OpenAIChatCompletionClient`` whose calls go to the episode ``ctx``.
+
+        Args:
+            ctx: the episode (its ``base_url`` and ``api_key`` are used).
+            model: the model name the inference server serves.
+            agent: name of the agent this client serves (when it serves one): the name of its
+                calls that AutoGen does not attribute (a standalone agent's call that neither
+                asks for tools nor follows its own tool results). Inside a team, AutoGen's own
+                agent id wins.
+            model_info: what the model can do; default :data:`DEFAULT_MODEL_INFO` (required by
+                AutoGen for a model name OpenAI does not know).
+            include_name_in_message: AutoGen's option to add a ``name`` field to messages; off,
+                because it changes the prompt the policy sees.
+            max_retries: retries of a failed call by the OpenAI client; 0 so that an
+                infrastructure failure fails the episode (fulmen retries it whole) instead of
+                being recorded twice inside it.
+            **kwargs: any other ``OpenAIChatCompletionClient`` argument (``temperature``,
+                ``max_tokens``, ``http_client``...); ``timeout`` defaults to
+                :data:`~fulmen.adapters.MODEL_TIMEOUT_S`.
+
+        Returns:
+            The client. Its streaming calls are annotated by an attached adapter (it reads the
+            gateway's ``X-Request-Id`` header for them); its serialised form
+            (``dump_component``) is a plain ``OpenAIChatCompletionClient``.
+
+        Raises:
+            AdapterError: ``kwargs`` sets ``base_url`` or ``api_key`` (the episode's).
+        """
+        cls._refuse_episode_settings(kwargs, ("api_key", "base_url"))
+        return episode_client(
+            ctx,
+            model,
+            agent=agent,
+            model_info=model_info,
+            include_name_in_message=include_name_in_message,
+            max_retries=max_retries,
+            **kwargs,
+        )
+
     # ------------------------------------------------------------------ life cycle
 
     def _attach(self) -> None:
-        global _active
-        with _active_lock:
-            if _active is not None and _active is not self:
-                raise AdapterError(
-                    "another AutoGenAdapter is attached in this process; detach it first "
-                    "(one adapter sees every AutoGen call of the process)"
-                )
-            _active = self
         for name in EVENT_LOGGERS:
             logger = logging.getLogger(name)
             hook = _EventFilter(self, logger, logger.level)
@@ -104,16 +149,12 @@ class AutoGenAdapter(Adapter):
             logger.setLevel(logging.DEBUG)
 
     def _detach(self) -> None:
-        global _active
         for logger, hook, level in reversed(self._installed):
             logger.removeFilter(hook)
             if logger.level == logging.DEBUG:  # else the user changed it since: keep theirs
                 logger.setLevel(level)
         self._installed.clear()
         self._turns.clear()
-        with _active_lock:
-            if _active is self:
-                _active = None
 
     # ------------------------------------------------------------------ events
 

@@ -1,8 +1,8 @@
-"""``model_client(ctx, model)``: an AutoGen OpenAI client for one fulmen episode.
+"""The AutoGen OpenAI client of one fulmen episode (what ``AutoGenAdapter.model_for`` returns).
 
 Training-safe defaults: the episode's base URL and key, ``model_info`` for a model name
 OpenAI does not know, no ``name`` field added to messages (it would change the prompt the
-policy is trained on), no silent retries.
+policy is trained on), no silent retries, a timeout.
 
 The client also tells the adapter two things AutoGen's events leave out, through a per-call
 scope held in a context variable (the adapter reads it when AutoGen logs the call's event, in
@@ -27,13 +27,14 @@ from typing import Any
 import openai
 from autogen_core.models import CreateResult, ModelFamily, ModelInfo
 from autogen_ext.models.openai import OpenAIChatCompletionClient
+from fulmen.adapters import MODEL_TIMEOUT_S
 from fulmen.context import EpisodeContext
 
 __all__ = [
     "DEFAULT_MODEL_INFO",
     "CallScope",
     "current_call",
-    "model_client",
+    "episode_client",
     "take_streamed_response_id",
 ]
 
@@ -44,7 +45,7 @@ DEFAULT_MODEL_INFO: ModelInfo = {
     "family": ModelFamily.UNKNOWN,
     "structured_output": False,
 }
-"""What :func:`model_client` tells AutoGen about a model it does not know (text in, text or
+"""What ``AutoGenAdapter.model_for`` tells AutoGen about a model it does not know (text in, text or
 tool calls out)."""
 
 _REQUEST_ID_HEADER = "X-Request-Id"
@@ -55,7 +56,7 @@ class CallScope:
     """What the client knows about the call in flight in this asyncio task."""
 
     agent: str | None
-    """The agent the client serves (``model_client(..., agent=)``), if given."""
+    """The agent the client serves (``model_for(..., agent=)``), if given."""
     request_id: str | None = None
     """The gateway's request id of the stream being read, once its headers arrived."""
 
@@ -64,13 +65,13 @@ _scope: ContextVar[CallScope | None] = ContextVar("fulmen_autogen_call", default
 
 
 def current_call() -> CallScope | None:
-    """The scope of the :func:`model_client` call in flight in this task, if any."""
+    """The scope of the :func:`episode_client` call in flight in this task, if any."""
     return _scope.get()
 
 
 def take_streamed_response_id() -> str | None:
     """The response id (``chatcmpl-{request id}``) of the stream the current task is reading
-    through a :func:`model_client` client, or None. Each id is handed out once."""
+    through an :func:`episode_client` client, or None. Each id is handed out once."""
     scope = _scope.get()
     if scope is None or scope.request_id is None:
         return None
@@ -116,38 +117,18 @@ class _EpisodeClient(OpenAIChatCompletionClient):
                 _scope.reset(token)
 
 
-def model_client(
+def episode_client(
     ctx: EpisodeContext,
     model: str,
     *,
-    agent: str | None = None,
-    model_info: ModelInfo | None = None,
-    include_name_in_message: bool = False,
-    max_retries: int = 0,
+    agent: str | None,
+    model_info: ModelInfo | None,
+    include_name_in_message: bool,
+    max_retries: int,
     **kwargs: Any,
 ) -> OpenAIChatCompletionClient:
-    """An AutoGen ``OpenAIChatCompletionClient`` for the episode ``ctx``.
-
-    Args:
-        ctx: the episode (its ``base_url`` and ``api_key`` are used).
-        model: the model name the inference server serves.
-        agent: name of the agent this client serves (when it serves one): the name of its
-            calls that AutoGen does not attribute (see the module docstring). Inside a team,
-            AutoGen's own agent id wins.
-        model_info: what the model can do; default :data:`DEFAULT_MODEL_INFO` (required by
-            AutoGen for a model name OpenAI does not know).
-        include_name_in_message: AutoGen's option to add a ``name`` field to messages; off,
-            because it changes the prompt the policy sees.
-        max_retries: retries of a failed call by the OpenAI client; 0 so that an
-            infrastructure failure fails the episode instead of hiding in it.
-        **kwargs: any other ``OpenAIChatCompletionClient`` argument (``temperature``,
-            ``max_tokens``, ``timeout``, ``http_client``...).
-
-    Returns:
-        The client. Its streaming calls are annotated by an attached
-        :class:`~fulmen_autogen.AutoGenAdapter` (see the module docstring); its serialised
-        form (``dump_component``) is a plain ``OpenAIChatCompletionClient``.
-    """
+    """The client :meth:`fulmen_autogen.AutoGenAdapter.model_for` returns (see there); the
+    caller has checked ``kwargs``."""
     http_client = kwargs.pop("http_client", None)
     if http_client is None:
         http_client = openai.DefaultAsyncHttpxClient()
@@ -155,9 +136,10 @@ def model_client(
     hooks["response"] = [*hooks.get("response", []), _note_request_id]
     http_client.event_hooks = hooks
     config: dict[str, Any] = {
+        "timeout": MODEL_TIMEOUT_S,
+        **kwargs,
         "base_url": ctx.base_url,
         "api_key": ctx.api_key,
-        **kwargs,
         "model": model,
         "model_info": model_info if model_info is not None else DEFAULT_MODEL_INFO,
         "include_name_in_message": include_name_in_message,

@@ -3,25 +3,21 @@
 Add one line before the program runs, and point each episode's program at its route::
 
     import dspy
-    import fulmen_dspy
+    from fulmen_dspy import DSPyAdapter
 
-    fulmen_dspy.DSPyAdapter().attach()
+    ADAPTER = DSPyAdapter().attach()
 
     def agent(task, ctx):
-        with dspy.context(lm=fulmen_dspy.lm_for(ctx, "policy")):
+        with dspy.context(lm=ADAPTER.model_for(ctx)):
             return program(question=task.data["question"]).answer
 """
 
 from __future__ import annotations
 
-try:
-    import dspy  # noqa: F401  # pyright: ignore[reportUnusedImport]
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "fulmen-dspy needs DSPy: pip install 'fulmen-dspy' (which pulls dspy>=3.0,<4)"
-    ) from exc
+from fulmen_dspy._requirement import REQUIREMENT
 
-from fulmen_dspy._adapter import DSPyAdapter
-from fulmen_dspy._lm import lm_for
+REQUIREMENT.check()  # before DSPy is imported: a missing framework names the install line
 
-__all__ = ["DSPyAdapter", "lm_for"]
+from fulmen_dspy._adapter import DSPyAdapter  # noqa: E402
+
+__all__ = ["DSPyAdapter"]

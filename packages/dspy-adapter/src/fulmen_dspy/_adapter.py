@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import dspy
-from fulmen.adapters import Adapter, AdapterError
+from fulmen.adapters import DEFAULT_MODEL, Adapter, AdapterError, FrameworkRequirement
+from fulmen.context import EpisodeContext
 
 from fulmen_dspy import _tqdm_lock
+from fulmen_dspy._lm import EPISODE_OWNED, episode_lm
 from fulmen_dspy._recorder import Recorder
+from fulmen_dspy._requirement import REQUIREMENT
 
 __all__ = ["DSPyAdapter"]
 
@@ -16,7 +19,8 @@ __all__ = ["DSPyAdapter"]
 class DSPyAdapter(Adapter):
     """Joins DSPy's module tree, predictors and tool results to fulmen's recorded LLM calls.
 
-    ``DSPyAdapter().attach()`` is the one line to add, before the program runs. It appends a
+    ``DSPyAdapter().attach()`` is the one line to add, before the program runs, and
+    :meth:`model_for` the episode's LM. Attaching appends a
     ``dspy.utils.callback.BaseCallback`` to ``dspy.settings.callbacks`` with
     ``dspy.configure`` (DSPy's public, global setting); ``detach()`` puts the previous list
     back. Each LM call is annotated when it ends with ``agent`` (``agent`` below, else the
@@ -37,6 +41,7 @@ class DSPyAdapter(Adapter):
     """
 
     framework: ClassVar[str] = "dspy"
+    requirement: ClassVar[FrameworkRequirement] = REQUIREMENT
 
     def __init__(self, *, agent: str | None = None) -> None:
         """Create an (unattached) adapter.
@@ -52,13 +57,40 @@ class DSPyAdapter(Adapter):
         self._original: list[Any] = []
         self._installed: list[Any] = []
 
+    @classmethod
+    def model_for(cls, ctx: EpisodeContext, model: str = DEFAULT_MODEL, **kwargs: Any) -> dspy.LM:
+        """A ``dspy.LM`` whose calls go to the episode ``ctx``, with the cache off.
+
+        Use it with ``dspy.context`` around the program call; DSPy copies that setting into the
+        worker threads of ``dspy.Parallel`` (and ``dspy.asyncify``), so every branch of the
+        program calls the episode's route::
+
+            with dspy.context(lm=DSPyAdapter.model_for(ctx)):
+                prediction = program(question=task.data["question"])
+
+        Args:
+            ctx: the episode's context (given to the agent by fulmen's runner).
+            model: the served model name (``"policy"``); ``openai/`` is prefixed when missing, so
+                DSPy speaks the OpenAI chat-completions protocol the gateway serves.
+            **kwargs: anything else ``dspy.LM`` takes (``temperature``, ``max_tokens``...).
+                ``num_retries`` defaults to 0 (a retried call would be recorded twice; fulmen
+                retries the whole episode) and ``timeout`` to
+                :data:`~fulmen.adapters.MODEL_TIMEOUT_S`. ``extra_body`` works but makes DSPy
+                use LiteLLM instead of its built-in client.
+
+        Returns:
+            A new ``dspy.LM`` with ``cache=False``: a cached answer never reaches the gateway,
+            so it would be neither recorded nor trained on.
+
+        Raises:
+            AdapterError: ``kwargs`` sets ``cache``, ``api_base``, ``base_url`` or ``api_key``
+                (they are the episode's to set).
+        """
+        cls._refuse_episode_settings(kwargs, EPISODE_OWNED)
+        return episode_lm(ctx, model, **kwargs)
+
     def _attach(self) -> None:
         current: list[Any] = list(dspy.settings.get("callbacks") or [])
-        if any(isinstance(callback, Recorder) for callback in current):
-            raise AdapterError(
-                "another DSPyAdapter is attached (its callback is in dspy.settings.callbacks); "
-                "detach it before attaching a new one"
-            )
         recorder = Recorder(self, agent=self.agent)
         installed = [*current, recorder]
         original = dspy.settings.get("callbacks")

@@ -125,7 +125,7 @@ class Recorder(BaseCallback):
                 self._warn_once(
                     "cache",
                     "a dspy.LM with cache=True is used: cached answers never reach the gateway, "
-                    "so they are not recorded or trained on (use fulmen_dspy.lm_for or "
+                    "so they are not recorded or trained on (use DSPyAdapter.model_for(ctx) or "
                     "cache=False)",
                 )
             run = _LMRun(LMCallInputs(instance, inputs), self._enclosing())

@@ -13,7 +13,8 @@ no adapter is attached: attach sets this process's variable, detach removes it, 
 ``CallbackManager.configure`` builds exactly the handlers it built before. The variable's name
 carries the process id, so a subprocess never inherits an enabled hook. The context variable
 given to the hook is never set (the hook needs one; a run gets the handler through the
-environment variable only).
+environment variable only). Only one adapter is ever enabled: the :class:`~fulmen.adapters.Adapter`
+base attaches at most one :class:`~fulmen_langchain.LangChainAdapter` per process.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import threading
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-from fulmen.adapters import AdapterError
 from langchain_core.tracers.context import register_configure_hook
 
 from fulmen_langchain._handler import LangChainCallbackHandler, bind_zero_touch
@@ -35,7 +35,6 @@ __all__ = ["disable", "enable", "env_var"]
 
 _lock = threading.Lock()
 _registered_env: str | None = None
-_attached: LangChainAdapter | None = None
 _hook_var: ContextVar[LangChainCallbackHandler | None] = ContextVar(
     "fulmen_langchain_handler", default=None
 )
@@ -47,18 +46,9 @@ def env_var() -> str:
 
 
 def enable(adapter: LangChainAdapter) -> None:
-    """Make every run record for ``adapter``.
-
-    Raises:
-        AdapterError: another :class:`~fulmen_langchain.LangChainAdapter` is attached.
-    """
-    global _registered_env, _attached
+    """Make every run record for ``adapter``."""
+    global _registered_env
     with _lock:
-        if _attached is not None and _attached is not adapter:
-            raise AdapterError(
-                "another LangChainAdapter is attached in this process; detach it first "
-                "(one adapter records every LangChain run)"
-            )
         name = env_var()
         if _registered_env != name:
             register_configure_hook(
@@ -66,16 +56,11 @@ def enable(adapter: LangChainAdapter) -> None:
             )
             _registered_env = name
         bind_zero_touch(adapter)
-        _attached = adapter
         os.environ[name] = "true"
 
 
-def disable(adapter: LangChainAdapter) -> None:
-    """Stop giving runs ``adapter``'s handler (nothing happens when it is not the attached one)."""
-    global _attached
+def disable() -> None:
+    """Stop giving runs the enabled adapter's handler."""
     with _lock:
-        if _attached is not adapter:
-            return
         os.environ.pop(env_var(), None)
         bind_zero_touch(None)
-        _attached = None

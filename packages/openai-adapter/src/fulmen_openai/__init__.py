@@ -1,26 +1,23 @@
 """fulmen adapters for the OpenAI Agents SDK and for plain openai client code.
 
+Which adapter, and what its ``model_for`` returns:
+
 * :class:`AgentsSDKAdapter` (``openai-agents``): agent, turn, tool, handoff and guardrail
-  structure of Agents SDK runs; :func:`use_gateway` points a run at its episode.
-* :class:`OpenAIClientAdapter` (``openai``): plain client code; :func:`episode_client` /
-  :func:`async_episode_client` give an episode its own client, :func:`agent_scope` names the
-  agent.
+  structure of Agents SDK runs. ``AgentsSDKAdapter.model_for(ctx)`` is the ``RunConfig`` a run
+  takes (``Runner.run(agent, ..., run_config=...)``): every agent of the run calls the episode.
+* :class:`OpenAIClientAdapter` (``openai``): plain client code.
+  ``OpenAIClientAdapter.model_for(ctx)`` is an ``OpenAI`` client (``AsyncOpenAI`` with
+  ``use_async=True``) of the episode; :func:`agent_scope` names the agent.
 """
 
 from __future__ import annotations
 
-from fulmen_openai._agents_adapter import AgentsSDKAdapter
-from fulmen_openai._client_adapter import OpenAIClientAdapter
-from fulmen_openai._clients import async_episode_client, episode_client
-from fulmen_openai._gateway import gateway_model, use_gateway
-from fulmen_openai._scope import agent_scope
+from fulmen_openai._requirement import REQUIREMENT
 
-__all__ = [
-    "AgentsSDKAdapter",
-    "OpenAIClientAdapter",
-    "agent_scope",
-    "async_episode_client",
-    "episode_client",
-    "gateway_model",
-    "use_gateway",
-]
+REQUIREMENT.check()  # before openai is imported: a missing library names the install line
+
+from fulmen_openai._agents_adapter import AgentsSDKAdapter  # noqa: E402
+from fulmen_openai._client_adapter import OpenAIClientAdapter  # noqa: E402
+from fulmen_openai._scope import agent_scope  # noqa: E402
+
+__all__ = ["AgentsSDKAdapter", "OpenAIClientAdapter", "agent_scope"]

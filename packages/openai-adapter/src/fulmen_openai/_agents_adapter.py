@@ -1,15 +1,23 @@
-"""The OpenAI Agents SDK adapter: a trace provider of its own plus a transport listener."""
+"""The OpenAI Agents SDK adapter: a trace provider of its own plus a transport listener, and
+the ``RunConfig`` that points a run at its episode."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import dataclasses
+from typing import Any, ClassVar
 
+from agents import RunConfig
+from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.tracing import GenerationSpanData, TraceProvider, get_current_span
 from agents.tracing.provider import DefaultTraceProvider
 from agents.tracing.setup import get_trace_provider, set_trace_provider
-from fulmen.adapters import Adapter, AdapterError
+from fulmen.adapters import DEFAULT_MODEL, Adapter, FrameworkRequirement
+from fulmen.context import EpisodeContext
+from openai import AsyncOpenAI
 
+from fulmen_openai._clients import EPISODE_OWNED, client_options
 from fulmen_openai._processor import FulmenTracingProcessor
+from fulmen_openai._requirement import REQUIREMENT
 from fulmen_openai._scope import episode_in_context
 from fulmen_openai._transport import Exchange, install, uninstall
 
@@ -40,7 +48,7 @@ class AgentsSDKAdapter(Adapter):
 
     Each call is joined to its gateway record through the HTTP layer (see
     :mod:`fulmen_openai._processor`): the model must reach the gateway through an openai client
-    (``httpx2`` or ``httpx``), e.g. the one :func:`fulmen_openai.use_gateway` configures.
+    (``httpx2`` or ``httpx``), e.g. the one in the ``RunConfig`` :meth:`model_for` returns.
     Runs with ``RunConfig(tracing_disabled=True)`` are not captured. Calls sent to the gateway's
     plain ``/v1`` routes get ``X-Episode-Id`` from the runner's context, as with
     :class:`~fulmen_openai.OpenAIClientAdapter`.
@@ -49,6 +57,7 @@ class AgentsSDKAdapter(Adapter):
     """
 
     framework: ClassVar[str] = "openai-agents"
+    requirement: ClassVar[FrameworkRequirement] = REQUIREMENT
 
     def __init__(self) -> None:
         super().__init__()
@@ -57,15 +66,49 @@ class AgentsSDKAdapter(Adapter):
         self._provider: _FulmenTraceProvider | None = None
         self._previous: TraceProvider | None = None
 
+    @classmethod
+    def model_for(
+        cls,
+        ctx: EpisodeContext,
+        model: str = DEFAULT_MODEL,
+        *,
+        run_config: RunConfig | None = None,
+        **client_kwargs: Any,
+    ) -> RunConfig:
+        """The ``RunConfig`` that sends every LLM call of a run to the episode ``ctx``::
+
+            result = await Runner.run(agent, question, run_config=ADAPTER.model_for(ctx))
+
+        A ``RunConfig`` rather than a bare ``Model``: its ``model`` (an
+        ``OpenAIChatCompletionsModel``; ``.model`` of the result when you need it alone)
+        overrides every agent's model, handoff targets included (one policy is trained), and
+        it keeps traces local: while an adapter is attached its processor is the only one, and
+        without one the run's tracing is disabled. Chat completions, not the Responses API:
+        only chat completions return token ids.
+
+        Args:
+            ctx: the episode (given to the agent by fulmen's runner).
+            model: the served model name.
+            run_config: other settings of the run, kept (its ``model`` is replaced).
+            **client_kwargs: ``AsyncOpenAI(...)`` arguments; ``max_retries`` defaults to 0 and
+                ``timeout`` to :data:`~fulmen.adapters.MODEL_TIMEOUT_S`.
+
+        Raises:
+            AdapterError: ``client_kwargs`` sets ``base_url`` or ``api_key`` (the episode's).
+        """
+        cls._refuse_episode_settings(client_kwargs, EPISODE_OWNED)
+        client = AsyncOpenAI(**client_options(ctx, client_kwargs))
+        base = run_config if run_config is not None else RunConfig()
+        captured = isinstance(get_trace_provider(), _FulmenTraceProvider)
+        return dataclasses.replace(
+            base,
+            model=OpenAIChatCompletionsModel(model=model, openai_client=client),
+            tracing_disabled=base.tracing_disabled or not captured,
+        )
+
     def _attach(self) -> None:
-        current = get_trace_provider()
-        if isinstance(current, _FulmenTraceProvider):
-            raise AdapterError(
-                "another AgentsSDKAdapter is attached; detach it first (one is enough: it "
-                "captures every run of the process)"
-            )
         self._processor.enabled = True
-        self._previous = current
+        self._previous = get_trace_provider()
         self._provider = _FulmenTraceProvider(self, self._processor)
         set_trace_provider(self._provider)
         install(self._listener, priority=0)

@@ -6,10 +6,14 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, overload
 
-from fulmen.adapters import Adapter, CallInfo
+from fulmen.adapters import DEFAULT_MODEL, Adapter, CallInfo, FrameworkRequirement
+from fulmen.context import EpisodeContext
+from openai import AsyncOpenAI, OpenAI
 
+from fulmen_openai._clients import EPISODE_OWNED, client_options
+from fulmen_openai._requirement import REQUIREMENT
 from fulmen_openai._scope import current_agent_scope, episode_in_context
 from fulmen_openai._transport import Exchange, install, uninstall
 
@@ -38,12 +42,67 @@ class OpenAIClientAdapter(Adapter):
       attributed by a guess: the gateway refuses it (400 ``no_episode``) and
       :attr:`unattributed` counts it.
 
-    Calls made inside an OpenAI Agents SDK model call while an
-    :class:`~fulmen_openai.AgentsSDKAdapter` is attached belong to that adapter and are left
-    alone here. Thread-safe.
+    :meth:`model_for` gives an episode its own client. Calls made inside an OpenAI Agents SDK
+    model call while an :class:`~fulmen_openai.AgentsSDKAdapter` is attached belong to that
+    adapter and are left alone here. Thread-safe.
     """
 
     framework: ClassVar[str] = "openai"
+    requirement: ClassVar[FrameworkRequirement] = REQUIREMENT
+
+    @overload
+    @classmethod
+    def model_for(
+        cls,
+        ctx: EpisodeContext,
+        model: str = DEFAULT_MODEL,
+        *,
+        use_async: Literal[False] = False,
+        **client_kwargs: Any,
+    ) -> OpenAI: ...
+
+    @overload
+    @classmethod
+    def model_for(
+        cls,
+        ctx: EpisodeContext,
+        model: str = DEFAULT_MODEL,
+        *,
+        use_async: Literal[True],
+        **client_kwargs: Any,
+    ) -> AsyncOpenAI: ...
+
+    @classmethod
+    def model_for(
+        cls,
+        ctx: EpisodeContext,
+        model: str = DEFAULT_MODEL,
+        *,
+        use_async: bool = False,
+        **client_kwargs: Any,
+    ) -> OpenAI | AsyncOpenAI:
+        """An ``OpenAI`` client (``AsyncOpenAI`` with ``use_async=True``) whose calls go to the
+        episode ``ctx`` (``base_url=ctx.base_url``).
+
+        Each episode gets its own client, so calls are attributed by URL: this works from any
+        thread or process, unlike the ``X-Episode-Id`` fallback of a shared global client.
+
+        Args:
+            ctx: the episode (given to the agent by fulmen's runner).
+            model: not bound to the client: an openai client takes the model name on each call
+                (``client.chat.completions.create(model=...)``). Accepted so that every
+                adapter's ``model_for`` has one signature.
+            use_async: return an ``AsyncOpenAI``.
+            **client_kwargs: ``OpenAI(...)`` arguments (``http_client``...); ``max_retries``
+                defaults to 0 (a retried call would be recorded twice; fulmen retries the whole
+                episode) and ``timeout`` to :data:`~fulmen.adapters.MODEL_TIMEOUT_S`.
+
+        Raises:
+            AdapterError: ``client_kwargs`` sets ``base_url`` or ``api_key`` (the episode's).
+        """
+        cls._refuse_episode_settings(client_kwargs, EPISODE_OWNED)
+        options = client_options(ctx, client_kwargs)
+        return AsyncOpenAI(**options) if use_async else OpenAI(**options)
 
     def __init__(self) -> None:
         super().__init__()
@@ -143,7 +202,7 @@ class OpenAIClientAdapter(Adapter):
             self.log.warning(
                 "an LLM call reached the gateway with no episode and was refused: it ran outside "
                 "the runner's context (e.g. a ThreadPoolExecutor thread or a subprocess). Give "
-                "that code its own client (fulmen_openai.episode_client(ctx)), or start the "
+                "that code its own client (OpenAIClientAdapter.model_for(ctx)), or start the "
                 "thread with contextvars.copy_context().run"
             )
 

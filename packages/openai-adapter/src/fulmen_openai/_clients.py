@@ -1,31 +1,28 @@
-"""openai clients that send an episode's LLM calls to its gateway URL."""
+"""The client settings of an episode's openai client (shared by both adapters of the package)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from fulmen.adapters import MODEL_TIMEOUT_S
 from fulmen.context import EpisodeContext
-from openai import AsyncOpenAI, OpenAI
 
-__all__ = ["async_episode_client", "episode_client"]
+__all__ = ["EPISODE_OWNED", "client_options"]
 
-
-def _options(ctx: EpisodeContext, kwargs: dict[str, Any]) -> dict[str, Any]:
-    # No client-side retries by default: a call the gateway answered late would be recorded
-    # twice; the runner retries whole episodes instead. Callers may still pass max_retries.
-    return {"base_url": ctx.base_url, "api_key": ctx.api_key, "max_retries": 0, **kwargs}
+EPISODE_OWNED = ("api_key", "base_url")
+"""``OpenAI(...)`` settings the episode owns."""
 
 
-def episode_client(ctx: EpisodeContext, **kwargs: Any) -> OpenAI:
-    """A sync ``OpenAI`` client whose calls go to the episode (``base_url=ctx.base_url``).
-
-    ``kwargs`` go to ``OpenAI(...)`` (``timeout``, ``http_client``...; ``max_retries`` defaults
-    to 0). Each episode gets its own client, so calls are attributed by URL: this works from
-    any thread or process, unlike the ``X-Episode-Id`` fallback of a shared global client.
-    """
-    return OpenAI(**_options(ctx, kwargs))
-
-
-def async_episode_client(ctx: EpisodeContext, **kwargs: Any) -> AsyncOpenAI:
-    """The ``AsyncOpenAI`` form of :func:`episode_client`."""
-    return AsyncOpenAI(**_options(ctx, kwargs))
+def client_options(ctx: EpisodeContext, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``OpenAI(...)`` / ``AsyncOpenAI(...)`` arguments for the episode: its URL and key, no
+    client-side retries (a call the gateway answered late would be recorded twice; the runner
+    retries whole episodes) and a timeout of :data:`~fulmen.adapters.MODEL_TIMEOUT_S`, unless
+    ``kwargs`` (the caller's, already checked against :data:`EPISODE_OWNED`) set them."""
+    return {
+        "max_retries": 0,
+        "timeout": MODEL_TIMEOUT_S,
+        **kwargs,
+        "base_url": ctx.base_url,
+        "api_key": ctx.api_key,
+    }

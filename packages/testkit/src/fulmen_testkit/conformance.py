@@ -10,7 +10,10 @@ knows; it never re-implements a standard test::
         expected_agents = frozenset({"agent"})
 
         def make_agent(self, *, stream: bool = False, use_async: bool = False) -> AgentFn:
-            ...  # the framework's sample agent, pointed at ctx.base_url
+            ...  # the framework's sample agent, its model from LangChainAdapter.model_for(ctx)
+
+        def call_model(self, model: Any) -> object:
+            return model.invoke("Say hi.")  # one call with what model_for returned
 
 The sample agent (see :mod:`fulmen_testkit.tasks`) answers ``task.data["question"]`` with the
 model :data:`~fulmen_testkit.tasks.MODEL` and one tool named ``lookup`` (one string argument,
@@ -19,6 +22,12 @@ wire format) answers a user turn that offers tools with a call to the first tool
 result with ``"The answer is <result>."``; an adapter whose framework needs another output
 format overrides :meth:`AdapterConformanceTests.make_responder`.
 
+Beyond capture, the kit checks what the :class:`~fulmen.adapters.Adapter` base promises of
+every adapter: ``model_for(ctx, model="policy", **kwargs)`` returns the framework's model
+pointed at the episode (and the sample agent gets its model from it); a second instance cannot
+attach while one is (exclusive attach); importing the adapter's package without its framework
+fails with the package's ``pip install`` / ``uv add`` line.
+
 Capability flags (class attributes with defaults) skip what a framework cannot do; a standard
 test may only be overridden with ``@pytest.mark.xfail(reason=...)``, which
 ``test_no_overrides_DO_NOT_OVERRIDE`` enforces.
@@ -26,6 +35,7 @@ test may only be overridden with ``@pytest.mark.xfail(reason=...)``, which
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -33,14 +43,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from fulmen.adapters import Adapter
+from fulmen import Task
+from fulmen.adapters import DEFAULT_MODEL, Adapter, AdapterError
 from fulmen.context import EpisodeContext
 from fulmen.protocol import EpisodeStatus, Transition
 from fulmen.runner import AgentFn, EpisodeResult
 from fulmen.testing.generation import Responder
 
+from fulmen_testkit._hidden_import import import_error_without
 from fulmen_testkit.stack import KitStack
-from fulmen_testkit.tasks import TOOL_NAME, TOOL_REWARD, kit_task
+from fulmen_testkit.tasks import MODEL, TOOL_NAME, TOOL_REWARD, kit_task
 
 __all__ = ["AdapterConformanceTests"]
 
@@ -76,9 +88,15 @@ class AdapterConformanceTests:
     # ----------------------------------------------------------------- what adapters fill in
 
     def make_agent(self, *, stream: bool = False, use_async: bool = False) -> AgentFn:
-        """The sample agent as a runner agent ``(task, ctx) -> answer``, calling the model at
-        ``ctx.base_url`` through the framework. Required."""
+        """The sample agent as a runner agent ``(task, ctx) -> answer``, calling the model
+        ``adapter_class.model_for(ctx, MODEL)`` through the framework. Required."""
         raise NotImplementedError(f"{type(self).__name__} must implement make_agent()")
+
+    def call_model(self, model: Any) -> object:
+        """Make one LLM call (any short prompt) with ``model``, what
+        ``adapter_class.model_for(ctx, MODEL)`` returned, and return its answer; blocking (run
+        an async framework's call with ``asyncio.run``). Required."""
+        raise NotImplementedError(f"{type(self).__name__} must implement call_model()")
 
     def make_responder(self) -> Responder | None:
         """Scripted upstream text, for frameworks that need their own output format. Default:
@@ -314,6 +332,86 @@ class AdapterConformanceTests:
         assert any("injected adapter failure" in (r.exc_text or "") for r in caplog.records), (
             "the adapter's failure was not logged with its traceback"
         )
+
+    def test_model_for_points_at_the_episode(
+        self, stack: KitStack, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``adapter_class.model_for(ctx, model="policy", **kwargs)`` returns the framework's
+        model pointed at the episode: one call made with it is one transition of that episode.
+        It refuses a ``base_url`` of the caller's, and the sample agent gets its model from it.
+
+        Troubleshooting: build the model with ``ctx.base_url`` and ``ctx.api_key``, check
+        ``kwargs`` with ``Adapter._refuse_episode_settings``, and build the sample agent's
+        model with ``model_for``.
+        """
+        cls = self.adapter_class
+        parameters = list(inspect.signature(cls.model_for).parameters.values())
+        assert [p.name for p in parameters[:2]] == ["ctx", "model"], parameters
+        assert parameters[1].default == DEFAULT_MODEL
+
+        def probe(task: Task, ctx: EpisodeContext) -> object:
+            return self.call_model(cls.model_for(ctx, MODEL))
+
+        result = stack.run(probe, [kit_task(0)])[0]
+        assert result.episode.status is EpisodeStatus.SUCCEEDED, result.episode.error
+        (call,) = self._framework_transitions(stack, result)
+        assert call.trainable, "the call through model_for has no exact token ids"
+        elsewhere = EpisodeContext(episode_id="kit-elsewhere", gateway_url="http://127.0.0.1:9")
+        with pytest.raises(AdapterError, match="base_url"):
+            cls.model_for(elsewhere, MODEL, base_url="http://127.0.0.1:9/v1")
+
+        built_for: list[str] = []
+        original = cls.model_for
+
+        def spy(_cls: type[Adapter], ctx: EpisodeContext, *args: Any, **kwargs: Any) -> object:
+            built_for.append(ctx.episode_id)
+            return original(ctx, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "model_for", classmethod(spy))
+        sample = stack.run(self.make_agent(), [kit_task(1)])[0]
+        assert sample.episode.status is EpisodeStatus.SUCCEEDED, sample.episode.error
+        assert built_for and set(built_for) == {sample.episode.id}, (
+            "the sample agent must get its model from model_for(ctx) of its own episode"
+        )
+
+    def test_one_attached_instance_per_framework(self, stack: KitStack) -> None:
+        """While one instance is attached, attaching a second raises ``AdapterError`` and
+        changes nothing (the first keeps recording, once per call); after the first detaches,
+        the second attaches.
+
+        Troubleshooting: keep no "one adapter" rule of your own; ``Adapter.attach`` enforces
+        it per ``framework`` before ``_attach`` runs.
+        """
+        first = self.new_adapter().attach()
+        second = self.new_adapter()
+        try:
+            state = self.framework_state()
+            with pytest.raises(AdapterError, match=f"another {type(first).__name__} is attached"):
+                second.attach()
+            assert not second.attached
+            second.detach()  # not attached: changes nothing
+            assert self.framework_state() == state
+            result = stack.run(self.make_agent(), [kit_task(0)])[0]
+            self._check_episode(stack, result, first)
+        finally:
+            first.detach()
+        with second:
+            result = stack.run(self.make_agent(), [kit_task(1)])[0]
+            self._check_episode(stack, result, second)
+
+    def test_missing_framework_names_the_install_line(self) -> None:
+        """Importing the adapter's package where its framework is missing raises an
+        ``ImportError`` whose message has the exact ``pip install`` / ``uv add`` line.
+
+        Troubleshooting: set ``requirement`` on the adapter class and call
+        ``requirement.check()`` in the package's ``__init__`` before any framework import.
+        """
+        requirement = self.adapter_class.requirement
+        requirement.check()  # the framework is installed here
+        package = self.adapter_class.__module__.partition(".")[0]
+        message = import_error_without(package, requirement.modules)
+        for line in (f"pip install {requirement.package}", f"uv add {requirement.package}"):
+            assert line in message, f"the ImportError does not say {line!r}: {message}"
 
     def test_no_overrides_DO_NOT_OVERRIDE(self) -> None:
         """No standard test is deleted, or overridden without ``pytest.mark.xfail(reason=...)``."""

@@ -9,15 +9,26 @@ and register under the ``fulmen.adapters`` entry-point group; ``fulmen adapters`
 
 from __future__ import annotations
 
-from fulmen.adapters.base import Adapter, AdapterError, CallInfo, episode_for_response
+from fulmen.adapters.base import (
+    DEFAULT_MODEL,
+    MODEL_TIMEOUT_S,
+    Adapter,
+    AdapterError,
+    CallInfo,
+    FrameworkRequirement,
+    episode_for_response,
+)
 from fulmen.adapters.discovery import GROUP, AdapterInfo, discover_adapters
 
 __all__ = [
+    "DEFAULT_MODEL",
     "GROUP",
+    "MODEL_TIMEOUT_S",
     "Adapter",
     "AdapterError",
     "AdapterInfo",
     "CallInfo",
+    "FrameworkRequirement",
     "discover_adapters",
     "episode_for_response",
 ]
