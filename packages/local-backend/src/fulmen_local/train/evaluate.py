@@ -20,6 +20,7 @@ from fulmen_local.train.loop import (
     load_eval_tasks,
     local_settings,
     make_runner,
+    policy_tool_parser,
     prepare_model,
 )
 
@@ -54,7 +55,10 @@ async def run_evaluation(
     agent = load_object(config.agent.entry, base_dir=config.base_dir)
     with tempfile.TemporaryDirectory(prefix="fulmen-eval-") as tmp:
         store = open_store(Path(tmp) / "eval.db")
-        server = InferenceServer(model, tokenizer, model_name=config.model.name)
+        server = InferenceServer(
+            model, tokenizer, model_name=config.model.name,
+            tool_parser=policy_tool_parser(local, policy),
+        )
         server.start_in_thread()
         gateway = Gateway(store, server.url)
         gateway.start_in_thread()

@@ -38,6 +38,7 @@ from fulmen.runner import EpisodeResult, Runner
 from fulmen.store import open_store
 from fulmen_local.model.load import context_length, is_hub_id
 from fulmen_local.model.policy import PolicyModels, load_policy
+from fulmen_local.model.tool_format import choose_tool_parser
 from fulmen_local.server import InferenceServer
 from fulmen_local.settings import LocalSettings, parse_local_settings
 from fulmen_local.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
@@ -49,9 +50,12 @@ from transformers import PretrainedConfig
 __all__ = [
     "EvalResult",
     "TrainResult",
+    "check_context",
     "evaluate_tasks",
     "load_eval_tasks",
+    "local_settings",
     "make_runner",
+    "policy_tool_parser",
     "prepare_model",
     "run_training",
 ]
@@ -203,6 +207,13 @@ def check_context(config: TrainConfig, policy: PolicyModels) -> None:
         )
 
 
+def policy_tool_parser(local: LocalSettings, policy: PolicyModels) -> str | None:
+    """The server's tool-call parser for ``policy`` (see :mod:`fulmen_local.model.tool_format`)."""
+    model_config = getattr(policy.serving, "config", None)
+    model_type = getattr(model_config, "model_type", "")
+    return choose_tool_parser(local.tool_parser, str(model_type), policy.tokenizer)
+
+
 async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
     started = time.perf_counter()
     local = local_settings(config)
@@ -223,6 +234,7 @@ async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
     base = prepare_model(config, log)
     policy = load_policy(base, local, checkpoint=checkpoint.path if checkpoint else None)
     check_context(config, policy)
+    policy_tool_parser(local, policy)  # a bad [local] tool_parser fails before anything starts
     model, tokenizer = policy.trainer, policy.tokenizer
     log(
         f"policy: {type(policy.serving).__name__} on {policy.device} ({policy.dtype}, "
@@ -267,6 +279,7 @@ async def _train(config: TrainConfig, *, resume: bool, log: Log) -> TrainResult:
     server = InferenceServer(
         policy.serving, tokenizer, model_name=config.model.name,
         max_batch_size=local.max_batch_size, policy_version=start_step,
+        tool_parser=policy_tool_parser(local, policy),
     )
     server.start_in_thread()
     gateway = Gateway(store, server.url)

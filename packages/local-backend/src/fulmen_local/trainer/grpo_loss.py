@@ -120,13 +120,15 @@ def token_logprobs(
     """
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     logits = logits[:, :-1, :].float()
-    log_probs = torch.log_softmax(logits, dim=-1)
-    picked = log_probs.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+    # gather - logsumexp instead of log_softmax: autograd keeps no second vocab-sized tensor
+    # (with a 152k vocabulary that tensor is most of a micro-batch's memory).
+    normalizer = torch.logsumexp(logits, dim=-1)
+    picked = logits.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1) - normalizer
     zeros = torch.zeros_like(picked[:, :1])
     entropy: torch.Tensor | None = None
     if with_entropy:
         with torch.no_grad():
-            ent = -(log_probs.exp() * log_probs).sum(-1)
+            ent = normalizer - (torch.softmax(logits, dim=-1) * logits).sum(-1)
             entropy = torch.cat([zeros, ent], dim=1)
     return torch.cat([zeros, picked], dim=1), entropy
 
