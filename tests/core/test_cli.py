@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -75,7 +76,7 @@ def test_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     bad = tmp_path / "bad.toml"
     bad.write_text('[agent]\nentry = "a:b"\n[data]\ntrain = "x"\n[model]\npath = "m"\n[train]\nstpes = 3\n')
     assert main(["train", str(bad)]) == 2
-    assert "unknown key 'stpes'. Did you mean 'steps'?" in capsys.readouterr().err
+    assert "[train] stpes: unknown key. Did you mean 'steps'?" in capsys.readouterr().err
 
 
 def test_gateway_command_serves_and_stops(tmp_path: Path) -> None:
@@ -116,3 +117,136 @@ def test_gateway_command_serves_and_stops(tmp_path: Path) -> None:
         assert proc.wait(30) == 0
     assert proc.stderr is not None
     assert f"127.0.0.1:{port}" in proc.stderr.read()
+
+
+# --------------------------------------------------------------------------- one error line
+
+VALID = """\
+[run]
+output_dir = "{out}"
+[agent]
+entry = "pkg.agent:solve"
+[data]
+train = "pkg.agent:tasks"
+[model]
+path = "{out}/model"
+[train]
+steps = 1
+[batch]
+mode = "per_call"
+[alarms]
+entropy_floor = 0.01
+[credit]
+assigner = "grpo"
+[local]
+threads = 1
+[verl]
+nnodes = 1
+"""
+
+BROKEN: dict[str, tuple[str, str]] = {
+    # kind: (how the valid config is broken, text the one line must hold)
+    **{
+        f"unknown key in [{table}]": (f"[{table}]\n", f"[{table}]\nzzz_unknown = 1\n")
+        for table in ("run", "agent", "data", "model", "train", "batch", "alarms", "local", "verl")
+    },
+    "unknown credit option": ('assigner = "grpo"\n', 'assigner = "grpo"\nomega = 2\n'),
+    "unknown table": ("[train]\n", "[trian]\n"),
+    "wrong type": ("steps = 1\n", 'steps = "ten"\n'),
+    "not finite": ("steps = 1\n", "steps = 1\nlearning_rate = nan\n"),
+    "out of range": ("steps = 1\n", "steps = 0\n"),
+    "unknown assigner": ('assigner = "grpo"\n', 'assigner = "ppo"\n'),
+    "unknown backend": ("[run]\n", 'backend = "tpu_farm"\n[run]\n'),
+    "backend typo": ("[run]\n", 'backend = "lcoal"\n[run]\n'),
+    "typo in [local]": ("threads = 1\n", "thredas = 1\n"),
+    "typo in [verl]": ("nnodes = 1\n", "nnode = 1\n"),
+    "bad [local] value": ("threads = 1\n", 'threads = 1\ndevice = "tpu"\n'),
+    "missing section": ('[model]\npath = "{out}/model"\n', ""),
+    "invalid TOML": ("[train]\n", "[train\n"),
+}
+EXPECTED = {
+    "unknown credit option": "has no option 'omega'",
+    "unknown table": "Did you mean 'train'?",
+    "wrong type": "steps: expected an integer, got 'ten'",
+    "not finite": "learning_rate: expected a finite number",
+    "out of range": "steps = 0: must be at least 1",
+    "unknown assigner": "unknown assigner 'ppo'",
+    "unknown backend": "no training backend named 'tpu_farm' is installed",
+    "backend typo": "Did you mean 'local'?",
+    "typo in [local]": "Did you mean 'threads'?",
+    "typo in [verl]": "Did you mean 'nnodes'?",
+    "bad [local] value": 'device = "tpu"',
+    "missing section": "missing section [model]",
+    "invalid TOML": "invalid TOML",
+}
+
+# Every verb `fulmen --help` lists, with the arguments that make it read a config (None: it reads
+# none). A new verb must be added here, so that it is walked too.
+CONFIG_VERBS: dict[str, list[str] | None] = {
+    "train": ["train", "{config}"],
+    "eval": ["eval", "{config}"],
+    "dashboard": ["dashboard", "--config", "{config}", "{out}"],
+    "gateway": None,
+    "episodes": None,
+    "show": None,
+    "adapters": None,
+    "watch": None,
+    "export-otel": None,
+}
+# The verbs that read no config, each with a bad argument of its own.
+BAD_ARGUMENTS: dict[str, list[str]] = {
+    "gateway": ["gateway", "--upstream", "http://127.0.0.1:9", "--store", "/dev/null/x/f.db"],
+    "episodes": ["episodes", "--store", "{out}/nope.db"],
+    "show": ["show", "ep-1", "--store", "{out}/nope.db"],
+    "watch": ["watch", "{out}/no-such-run", "--once"],
+    "export-otel": ["export-otel", "--endpoint", "http://127.0.0.1:9", "--store", "{out}/nope.db"],
+}
+
+
+def _verbs() -> set[str]:
+    from fulmen.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # pyright: ignore[reportPrivateUsage]
+    return set(sub.choices)
+
+
+def _one_error_line(verb: str, err: str, expected: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(f"fulmen {verb}: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    assert expected in errors[0], err
+    assert "Traceback" not in err
+    assert all(line.startswith(f"fulmen {verb}: ") for line in lines), err  # warnings: one line
+
+
+def test_every_verb_is_walked() -> None:
+    assert _verbs() == set(CONFIG_VERBS)
+    assert {v for v, args in CONFIG_VERBS.items() if args is None} == set(BAD_ARGUMENTS) | {"adapters"}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+@pytest.mark.parametrize("verb", sorted(v for v, args in CONFIG_VERBS.items() if args))
+def test_a_broken_config_is_one_error_line_and_exit_2(
+    verb: str, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, bad = BROKEN[kind]
+    valid = VALID.format(out=tmp_path)
+    good, bad = good.format(out=tmp_path), bad.format(out=tmp_path)
+    assert good in valid, kind
+    config = tmp_path / "train.toml"
+    config.write_text(valid.replace(good, bad, 1))
+    args = [a.format(config=config, out=tmp_path) for a in CONFIG_VERBS[verb] or []]
+    if kind == "unknown backend" and verb == "dashboard":
+        pytest.skip("the dashboard needs no backend: an uninstalled one is not an error there")
+    assert main(args) == 2
+    expected = EXPECTED.get(kind, "zzz_unknown: unknown key")
+    _one_error_line(verb, capsys.readouterr().err, expected)
+
+
+@pytest.mark.parametrize("verb", sorted(BAD_ARGUMENTS))
+def test_verbs_without_a_config_report_bad_input_in_one_line(
+    verb: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([a.format(out=tmp_path) for a in BAD_ARGUMENTS[verb]]) == 2
+    _one_error_line(verb, capsys.readouterr().err, "")

@@ -156,8 +156,8 @@ def test_table_of_a_backend_not_installed_is_kept_with_a_warning() -> None:
     with pytest.warns(ConfigWarning, match=r"\[tpu_farm\] is not checked: no installed backend"):
         config = parse_config({**MINIMAL, "tpu_farm": {"pods": 4}})
     assert config.backend_options["tpu_farm"] == {"pods": 4}
-    with pytest.warns(ConfigWarning, match=r"backend = 'tpu_farm': no installed backend"):
-        config = parse_config({**MINIMAL, "backend": "tpu_farm"})
+    # a backend that is not installed: the config still loads (fulmen train names the install)
+    config = parse_config({**MINIMAL, "backend": "tpu_farm"})
     assert config.backend == "tpu_farm" and config.backend_sections == {}
 
 

@@ -39,9 +39,9 @@ chosen backend's is parsed, defaults included, even when absent); the typed resu
 :attr:`TrainConfig.backend_sections`, the raw table in :attr:`TrainConfig.backend_options`. A
 table no installed backend declares (a config written for a backend this machine lacks) is kept
 raw with a :class:`~fulmen.errors.ConfigWarning`, unless its name is close to a known table,
-which is taken for a typo (an error). Likewise ``backend = NAME`` for a backend that is not
-installed is a warning here (``fulmen train`` then fails naming the install), and an error when
-close to an installed name.
+which is taken for a typo (an error). Likewise ``backend = NAME`` naming no installed backend
+is an error when close to an installed name, and otherwise left to ``fulmen train`` (which
+fails naming the package to install): a config may be read where its backend is absent.
 """
 
 from __future__ import annotations
@@ -389,7 +389,8 @@ def _unowned_tables(
     for key, value in raw.items():
         if key in known:
             continue
-        if not isinstance(value, Mapping) or did_you_mean(key, known):
+        tables_known = [k for k in known if k != "backend"]
+        if not isinstance(value, Mapping) or did_you_mean(key, tables_known):
             raise ConfigError(unknown_key(f"{source}: {key}", key, known))
         have = ", ".join(sorted(tables.values())) or "none"
         warnings.warn(
@@ -417,21 +418,17 @@ def _credit(raw: Mapping[str, Any], source: str) -> CreditConfig:
 
 
 def _check_backend_name(backend: str, owned: Mapping[str, BackendSection], source: str) -> None:
+    """A name close to an installed backend's is a typo (an error); any other unknown name is
+    left to ``fulmen train``, which names the package to install."""
     from fulmen.backend import available_backends
 
     installed = sorted({*available_backends(), *owned})
-    if backend in installed:
-        return
-    hint = did_you_mean(backend, installed)
-    message = (
-        f"{source}: backend = {backend!r}: no installed backend has that name "
-        f"(installed: {', '.join(installed) or 'none'})."
-    )
+    hint = did_you_mean(backend, installed) if backend not in installed else ""
     if hint:
-        raise ConfigError(message + hint)
-    warnings.warn(
-        ConfigWarning(f"{message} Install it before training with this config."), stacklevel=3
-    )
+        raise ConfigError(
+            f"{source}: backend = {backend!r}: no installed backend has that name "
+            f"(installed: {', '.join(installed)}).{hint}"
+        )
 
 
 def _at_least_one(**values: int) -> None:

@@ -10,7 +10,8 @@ The tree (the module that defines, or re-exports, each class in brackets)::
 
     FulmenError
     ├── ConfigError (ValueError)                  a config file or table is invalid [fulmen.config]
-    │   └── LoadError (ImportError)               a module:attribute or dataset it names [fulmen.loading]
+    │   ├── LoadError (ImportError)               a module:attribute or dataset it names [fulmen.loading]
+    │   └── UnknownToolParserError                [fulmen_local.server.tool_parsers]
     ├── MissingDependencyError (ImportError)      an optional package is not installed
     ├── ProtocolError (ValueError)                a record failed validation [fulmen.protocol]
     ├── StoreError (RuntimeError)                 [fulmen.store]
@@ -28,6 +29,7 @@ The tree (the module that defines, or re-exports, each class in brackets)::
     │   ├── SamplingParamsError (ValueError)      [fulmen_local.server.sampling]
     │   ├── ContextLengthError (ValueError)       [fulmen_local.server.engine]
     │   ├── EngineStoppedError (RuntimeError)     [fulmen_local.server.engine]
+    │   ├── UnsupportedModelError (TypeError)     [fulmen_local.server.attention]
     │   └── ToolCallParseError (ValueError)       [fulmen_local.model.tokenizer]
     ├── FilterError (ValueError)                  a dashboard filter [fulmen.observe.dashboard]
     ├── KitToolError (RuntimeError)               the testkit's failing tool [fulmen_testkit]
