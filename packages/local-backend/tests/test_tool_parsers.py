@@ -278,6 +278,18 @@ def test_family_defaults(model_type: str, parser: str | None) -> None:
     assert parser is None or parser in TOOL_PARSER_NAMES
 
 
+def test_a_template_call_markup_overrides_the_model_type() -> None:
+    # fulmen's own models are model_type "llama" with Hermes calls in their template
+    template = build_tokenizer().chat_template
+    assert isinstance(template, str)
+    assert default_tool_parser("llama", template) == "hermes"
+    assert default_tool_parser("phi3", "... functools[ ... ") == "phi4_mini_json"
+    assert default_tool_parser("mistral", "{{ '[TOOL_CALLS]' }}") == "mistral"
+    assert default_tool_parser("llama", "{{ '<|python_tag|>' }}") == "llama3_json"
+    assert default_tool_parser("qwen2", "no call markup") == "hermes"  # falls back
+    assert default_tool_parser("gemma3", "no call markup") is None
+
+
 # ----------------------------------------------------------------------------- templates
 
 

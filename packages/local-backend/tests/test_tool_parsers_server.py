@@ -155,6 +155,11 @@ def llama_client(llama_tool_model, llama_tokenizer) -> Iterator[openai.OpenAI]: 
         yield openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", timeout=60, max_retries=0)
 
 
+def _name_and_arguments(call: Any) -> tuple[str, str]:
+    """A tool call's (or a whole-call streamed delta's) function name and arguments."""
+    return call.function.name, call.function.arguments
+
+
 def _ask(client: openai.OpenAI, *, tools: bool, stream: bool, **extra: Any) -> tuple[Any, ...]:
     """``(content, [(name, arguments)], finish_reason)`` of a greedy answer."""
     kwargs: dict[str, Any] = {
@@ -167,15 +172,13 @@ def _ask(client: openai.OpenAI, *, tools: bool, stream: bool, **extra: Any) -> t
     }
     if not stream:
         choice = client.chat.completions.create(**kwargs).choices[0]
-        calls = [(c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]  # type: ignore[union-attr]
+        calls = [_name_and_arguments(c) for c in choice.message.tool_calls or []]
         return choice.message.content, calls, choice.finish_reason
     content, calls, finish = "", [], None
     for chunk in client.chat.completions.create(**kwargs, stream=True):
         for choice in chunk.choices:
             content += choice.delta.content or ""
-            calls += [
-                (c.function.name, c.function.arguments) for c in choice.delta.tool_calls or []
-            ]  # type: ignore[union-attr]
+            calls += [_name_and_arguments(c) for c in choice.delta.tool_calls or []]
             finish = choice.finish_reason or finish
     return content or None, calls, finish
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fulmen.errors import ConfigError
+
 from fulmen_local.server.tool_parsers.base import ToolParser
 from fulmen_local.server.tool_parsers.hermes import HermesToolParser
 from fulmen_local.server.tool_parsers.llama3_json import Llama3JsonToolParser
@@ -46,7 +48,7 @@ _FAMILY_DEFAULTS: dict[str, str | None] = {
 }
 
 
-class UnknownToolParserError(ValueError):
+class UnknownToolParserError(ConfigError):
     """A tool-call parser name that is not registered (the message names the valid ones)."""
 
 
@@ -64,7 +66,27 @@ def get_tool_parser(name: str) -> ToolParser:
     return factory()
 
 
-def default_tool_parser(model_type: str) -> str | None:
-    """The parser a model family's checkpoints use, by ``config.model_type``; None when the
-    family has no tool-call format (or is unknown)."""
+# Call markup a chat template writes for assistant tool calls, and the parser reading it.
+_TEMPLATE_MARKUP: tuple[tuple[str, str], ...] = (
+    ("<tool_call>", "hermes"),
+    ("functools[", "phi4_mini_json"),
+    ("[TOOL_CALLS]", "mistral"),
+    ("<|python_tag|>", "llama3_json"),
+)
+
+
+def default_tool_parser(model_type: str, chat_template: str | None = None) -> str | None:
+    """The parser a model family's checkpoints use; None when it has no tool-call format.
+
+    By ``config.model_type`` (``qwen2``/``qwen3``: ``hermes``, ``llama``: ``llama3_json``,
+    Gemma and Phi-3: None, unknown: None). When ``chat_template`` is given and writes one of
+    the known call markups (``<tool_call>``, ``functools[``, ``[TOOL_CALLS]``,
+    ``<|python_tag|>``), that markup decides instead: one ``model_type`` covers checkpoints
+    with different formats (SmolLM2 and fulmen's own models are ``llama`` with Hermes calls;
+    Phi-4-mini is ``phi3``).
+    """
+    if chat_template:
+        for markup, parser in _TEMPLATE_MARKUP:
+            if markup in chat_template:
+                return parser
     return _FAMILY_DEFAULTS.get(model_type)
