@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fulmen import EpisodeContext
 from fulmen.adapters import MODEL_TIMEOUT_S, AdapterError
 from fulmen_langchain import LangChainAdapter
+from pydantic import SecretStr
 
 CTX = EpisodeContext(episode_id="ep-1", gateway_url="http://127.0.0.1:9", auth_token="tok")
 
@@ -14,7 +17,8 @@ def test_defaults_for_training() -> None:
     model = LangChainAdapter.model_for(CTX, temperature=0.5)
     assert model.model_name == "policy" and model.temperature == 0.5
     assert model.openai_api_base == CTX.base_url
-    assert model.openai_api_key is not None and model.openai_api_key.get_secret_value() == "tok"
+    key = model.openai_api_key
+    assert isinstance(key, SecretStr) and key.get_secret_value() == "tok"
     assert model.use_responses_api is False
     assert model.include_response_headers is True
     assert (model.max_retries, model.request_timeout) == (0, MODEL_TIMEOUT_S)
@@ -28,5 +32,6 @@ def test_retries_and_timeout_are_the_caller_s_to_change() -> None:
 
 @pytest.mark.parametrize("owned", ["base_url", "api_key", "use_responses_api"])
 def test_the_episode_settings_are_refused(owned: str) -> None:
+    kwargs: dict[str, Any] = {owned: True}
     with pytest.raises(AdapterError, match=owned):
-        LangChainAdapter.model_for(CTX, **{owned: True})
+        LangChainAdapter.model_for(CTX, **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fulmen import EpisodeContext
 from fulmen.adapters import MODEL_TIMEOUT_S, AdapterError
@@ -24,5 +26,6 @@ def test_sync_and_async_clients_with_training_defaults() -> None:
 
 @pytest.mark.parametrize("owned", ["base_url", "api_key"])
 def test_the_episode_route_and_key_are_not_the_caller_s(owned: str) -> None:
+    kwargs: dict[str, Any] = {owned: "elsewhere"}
     with pytest.raises(AdapterError, match=owned):
-        OpenAIClientAdapter.model_for(CTX, **{owned: "elsewhere"})
+        OpenAIClientAdapter.model_for(CTX, **kwargs)

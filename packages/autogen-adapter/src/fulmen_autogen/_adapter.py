@@ -35,7 +35,7 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from fulmen.adapters import DEFAULT_MODEL, Adapter, CallInfo, FrameworkRequirement
 from fulmen.context import EpisodeContext
 
-from fulmen_autogen._client import current_call, episode_client, take_streamed_response_id
+from fulmen_autogen._client import build_client, current_call, take_streamed_response_id
 from fulmen_autogen._events import (
     LlmEnd,
     agent_name,
@@ -128,7 +128,7 @@ class AutoGenAdapter(Adapter):
             AdapterError: ``kwargs`` sets ``base_url`` or ``api_key`` (the episode's).
         """
         cls._refuse_episode_settings(kwargs, ("api_key", "base_url"))
-        return episode_client(
+        return build_client(
             ctx,
             model,
             agent=agent,

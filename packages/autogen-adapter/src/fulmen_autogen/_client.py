@@ -33,8 +33,8 @@ from fulmen.context import EpisodeContext
 __all__ = [
     "DEFAULT_MODEL_INFO",
     "CallScope",
+    "build_client",
     "current_call",
-    "episode_client",
     "take_streamed_response_id",
 ]
 
@@ -65,13 +65,13 @@ _scope: ContextVar[CallScope | None] = ContextVar("fulmen_autogen_call", default
 
 
 def current_call() -> CallScope | None:
-    """The scope of the :func:`episode_client` call in flight in this task, if any."""
+    """The scope of the :func:`build_client` call in flight in this task, if any."""
     return _scope.get()
 
 
 def take_streamed_response_id() -> str | None:
     """The response id (``chatcmpl-{request id}``) of the stream the current task is reading
-    through an :func:`episode_client` client, or None. Each id is handed out once."""
+    through a :func:`build_client` client, or None. Each id is handed out once."""
     scope = _scope.get()
     if scope is None or scope.request_id is None:
         return None
@@ -117,7 +117,7 @@ class _EpisodeClient(OpenAIChatCompletionClient):
                 _scope.reset(token)
 
 
-def episode_client(
+def build_client(
     ctx: EpisodeContext,
     model: str,
     *,

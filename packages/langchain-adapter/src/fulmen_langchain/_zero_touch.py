@@ -13,8 +13,9 @@ no adapter is attached: attach sets this process's variable, detach removes it, 
 ``CallbackManager.configure`` builds exactly the handlers it built before. The variable's name
 carries the process id, so a subprocess never inherits an enabled hook. The context variable
 given to the hook is never set (the hook needs one; a run gets the handler through the
-environment variable only). Only one adapter is ever enabled: the :class:`~fulmen.adapters.Adapter`
-base attaches at most one :class:`~fulmen_langchain.LangChainAdapter` per process.
+environment variable only). Only one adapter is ever enabled: the
+:class:`~fulmen.adapters.Adapter` base attaches at most one
+:class:`~fulmen_langchain.LangChainAdapter` per process.
 """
 
 from __future__ import annotations
