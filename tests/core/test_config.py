@@ -11,13 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fulmen.config import (
-    BackendSection,
-    ConfigError,
-    installed_backend_sections,
-    load_config,
-    parse_config,
-)
+from fulmen.backend_config import BackendSection, installed_backend_sections
+from fulmen.config import ConfigError, load_config, parse_config
 from fulmen.errors import ConfigWarning
 from fulmen.validation import build
 from fulmen_local.settings import LocalSettings, LoraSettings
@@ -187,7 +182,7 @@ def toy_backend_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         textwrap.dedent(
             """
             from dataclasses import dataclass
-            from fulmen.config import BackendSection
+            from fulmen.backend_config import BackendSection
             from fulmen.validation import build
 
             @dataclass(frozen=True)

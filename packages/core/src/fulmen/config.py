@@ -31,8 +31,8 @@ Example (``examples/calculator/train.toml`` is a complete one)::
 **Every table is validated before anything starts**, by its owner's typed class (through
 :mod:`fulmen.validation`): core's sections here; ``[credit]`` by the chosen assigner's fields
 (:mod:`fulmen.credit.config`); a backend's table (``[local]``, ``[verl]``...) by the
-:class:`BackendSection` its ``fulmen.backends`` entry point declares, so a new backend needs no
-change here. A typo in any table is an error with a did-you-mean.
+:class:`~fulmen.backend_config.BackendSection` its ``fulmen.backends`` entry point declares,
+so a new backend needs no change here. A typo in any table is an error with a did-you-mean.
 
 Tables of backends: the table of every *installed* backend is validated when present (and the
 chosen backend's is parsed, defaults included, even when absent); the typed result is in
@@ -50,28 +50,24 @@ import tomllib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
+from fulmen.backend_config import BackendSection, installed_backend_sections
 from fulmen.errors import ConfigError, ConfigWarning
 from fulmen.observe.alarms import AlarmThresholds
 from fulmen.validation import build, did_you_mean, field_types, unknown_key
 
 __all__ = [
     "AgentConfig",
-    "BackendSection",
     "BatchConfig",
     "ConfigError",
     "CreditConfig",
     "DataConfig",
     "ModelConfig",
     "RunConfig",
-    "SectionParser",
     "TrainConfig",
     "TrainingConfig",
-    "installed_backend_sections",
     "load_config",
     "parse_config",
 ]
@@ -241,33 +237,6 @@ class TrainConfig:
         return p if p.is_absolute() else Path(self.base_dir) / p
 
 
-class SectionParser(Protocol):
-    """Validates a backend's raw table into its typed settings.
-
-    Raises :class:`ConfigError` naming ``source``, the table, the key and the fix.
-    """
-
-    def __call__(self, table: Mapping[str, Any], /, *, source: str) -> object: ...
-
-
-@dataclass(frozen=True, slots=True)
-class BackendSection:
-    """The config table a backend owns, declared by the backend itself.
-
-    A backend registered under the ``fulmen.backends`` entry-point group declares its table
-    with a class attribute ``config_section = BackendSection("name", parse)``; :func:`load_config`
-    finds it there, so core never names a backend::
-
-        class MyBackend:
-            config_section = BackendSection("mine", parse_my_settings)
-    """
-
-    name: str
-    """The top-level table (``"local"`` for ``[local]``)."""
-    parse: SectionParser
-    """Turns the raw table into the backend's typed settings (see :class:`SectionParser`)."""
-
-
 _SECTIONS: dict[str, type] = {
     "run": RunConfig,
     "agent": AgentConfig,
@@ -281,29 +250,6 @@ _REQUIRED = ("agent", "data", "model")
 _TOP_LEVEL = (*_SECTIONS, "credit", "backend")
 
 
-@cache
-def installed_backend_sections() -> dict[str, BackendSection]:
-    """``{backend name: its table}`` of every installed backend that declares one.
-
-    Loads each ``fulmen.backends`` entry point (a backend's module, without its heavy
-    dependencies); one that fails to load is skipped with a :class:`ConfigWarning`.
-    """
-    out: dict[str, BackendSection] = {}
-    for ep in entry_points(group="fulmen.backends"):
-        try:
-            owner = ep.load()
-        except Exception as exc:  # a broken plugin must not block the other backends' configs
-            warnings.warn(
-                ConfigWarning(f"backend {ep.name!r} ({ep.value}) cannot be loaded: {exc}"),
-                stacklevel=2,
-            )
-            continue
-        section = getattr(owner, "config_section", None)
-        if isinstance(section, BackendSection):
-            out[ep.name] = section
-    return out
-
-
 def load_config(
     path: str | Path,
     *,
@@ -314,7 +260,8 @@ def load_config(
 
     ``base_dir`` (default: the current directory) anchors relative paths and module imports:
     configs are meant to be run from the project's root, as the README shows. ``backends``
-    (default: :func:`installed_backend_sections`) are the backend tables known.
+    (default: :func:`~fulmen.backend_config.installed_backend_sections`) are the backend
+    tables known.
 
     Raises:
         ConfigError: unreadable file, bad TOML, unknown key or table (with a did-you-mean),

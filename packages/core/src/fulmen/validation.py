@@ -111,7 +111,7 @@ def convert(
     target = _data_type(tp)
     cls = _dataclass_of(target)
     if cls is not None and isinstance(value, Mapping):
-        return build(cls, value, where=where, error=error, sep=".", ignore=ignore)  # pyright: ignore[reportUnknownArgumentType]
+        return build(cls, value, where=where, error=error, sep=".", ignore=ignore)
     try:
         out = msgspec.convert(value, target, strict=True)
     except msgspec.ValidationError:
@@ -127,8 +127,9 @@ def convert(
 def field_types(cls: type) -> dict[str, tuple[Any, bool]]:
     """``{field name: (annotation, required)}`` of the dataclass ``cls``, in field order."""
     hints = get_type_hints(cls)
+    missing = dataclasses.MISSING
     return {
-        f.name: (hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        f.name: (hints[f.name], f.default is missing and f.default_factory is missing)
         for f in dataclasses.fields(cls)
         if f.init
     }
@@ -157,7 +158,8 @@ def describe(tp: Any) -> str:
     if tp is Any:
         return "any value"
     if origin is Literal:
-        return " or ".join(map(repr, args)) if len(args) <= 2 else "one of " + ", ".join(map(repr, args))
+        words = ", ".join(map(repr, args))
+        return " or ".join(map(repr, args)) if len(args) <= 2 else f"one of {words}"
     if origin in _UNIONS:
         return " or ".join(describe(a) for a in args if a is not type(None))
     if isinstance(tp, type) and issubclass(tp, Enum):
@@ -203,7 +205,7 @@ def _data_type(tp: Any) -> Any:
     kept = [a for a in get_args(tp) if not _is_callable(a)]
     if len(kept) == len(get_args(tp)):
         return tp
-    return kept[0] if len(kept) == 1 else typing.Union[tuple(kept)]  # noqa: UP007 - built from a list
+    return kept[0] if len(kept) == 1 else typing.Union[tuple(kept)]  # noqa: UP007 - from a list
 
 
 def _is_callable(tp: Any) -> bool:
@@ -213,7 +215,9 @@ def _is_callable(tp: Any) -> bool:
 @cache
 def _dataclass_of(tp: Any) -> type | None:
     """The dataclass of ``tp`` when it is one, or one or None."""
-    members = [a for a in get_args(tp) if a is not type(None)] if get_origin(tp) in _UNIONS else [tp]
+    members = [tp]
+    if get_origin(tp) in _UNIONS:
+        members = [a for a in get_args(tp) if a is not type(None)]
     if len(members) == 1 and isinstance(members[0], type) and dataclasses.is_dataclass(members[0]):
         return members[0]
     return None

@@ -6,7 +6,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from fulmen.config import BackendSection, ConfigError, load_config
+from fulmen.backend_config import BackendSection
+from fulmen.config import ConfigError, load_config
 
 from fulmen_local.settings import parse_local_settings
 

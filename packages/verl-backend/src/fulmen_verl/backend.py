@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fulmen.config import BackendSection, TrainConfig, load_config
+from fulmen.backend_config import BackendSection
+from fulmen.config import TrainConfig, load_config
 from fulmen.errors import BackendError, FulmenError
 
 from fulmen_verl.config import (

@@ -25,7 +25,9 @@ __all__ = ["ASSIGNERS", "ConfigError", "allowed_options", "assigner_from_config"
 
 ASSIGNERS: Mapping[str, type[CreditAssigner]] = {
     cls.name: cls
-    for cls in (BroadcastAssigner, DiscountedAssigner, GRPOAssigner, TurnGRPOAssigner, GiGPOAssigner)
+    for cls in (
+        BroadcastAssigner, DiscountedAssigner, GRPOAssigner, TurnGRPOAssigner, GiGPOAssigner
+    )
 }
 """Config name (the class's ``name``) → assigner class."""
 
@@ -59,8 +61,11 @@ def assigner_from_config(
     for key in options:
         if key not in allowed:
             owners = [n for n in sorted(ASSIGNERS) if key in field_types(ASSIGNERS[n])]
-            hint = f" ({key!r} is an option of: {', '.join(owners)})" if owners else did_you_mean(key, allowed)
+            hint = did_you_mean(key, allowed)
+            if owners:
+                hint = f" ({key!r} is an option of: {', '.join(owners)})"
             raise ConfigError(
-                f"{where} assigner {name!r} has no option {key!r}; allowed: {', '.join(allowed)}.{hint}"
+                f"{where} assigner {name!r} has no option {key!r}; "
+                f"allowed: {', '.join(allowed)}.{hint}"
             )
     return build(ASSIGNERS[name], options, where=where)
