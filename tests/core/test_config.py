@@ -15,7 +15,7 @@ from fulmen.backend_config import BackendSection, installed_backend_sections
 from fulmen.config import ConfigError, load_config, parse_config
 from fulmen.errors import ConfigWarning
 from fulmen.validation import build
-from fulmen_local.settings import LocalSettings, LoraSettings
+from fulmen_local.settings import LocalSettings, LoraSettings, parse_local_settings
 from fulmen_verl.config import VerlConfig
 
 MINIMAL = {
@@ -139,6 +139,23 @@ def test_credit_options_are_checked_at_load(credit: dict[str, object], message: 
 def test_backend_tables_are_checked_at_load(patch: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({**MINIMAL, **patch}, source="x.toml")
+
+
+@pytest.mark.parametrize(
+    ("lora", "expected"),
+    [
+        (True, LoraSettings()),
+        (False, None),
+        ({"target_modules": "q_proj", "alpha": 8}, LoraSettings(alpha=8.0, target_modules=("q_proj",))),
+    ],
+)
+def test_local_lora_shorthands(lora: object, expected: LoraSettings | None) -> None:
+    config = parse_config({**MINIMAL, "local": {"lora": lora}})
+    assert config.backend_sections["local"].lora == expected
+    # what the embedded backend's code calls gives the same object
+    assert parse_local_settings(config.backend_options["local"], source=config.source) == (
+        config.backend_sections["local"]
+    )
 
 
 def test_verl_run_gets_its_typed_section() -> None:
