@@ -1,10 +1,9 @@
 """Which tool-call parser the embedded server uses for a policy (``[local] tool_parser``).
 
 Set explicitly, the name must be one of the server's parsers (vLLM's ``--tool-call-parser``
-names) and the model's chat template must show tools to the model. Unset, the format is read
-off the chat template itself (the marker a family's template teaches the model to emit), then
-off the architecture: a Llama-architecture SmolLM2 writes Hermes ``<tool_call>`` blocks, not
-Llama 3's JSON, and only its template says so.
+names) and the model's chat template must show tools to the model. Unset, the server's
+:func:`~fulmen_local.server.tool_parsers.default_tool_parser` decides from the chat template's
+call markup, then the architecture.
 """
 
 from __future__ import annotations
@@ -16,15 +15,6 @@ from fulmen_local.server.template import template_supports_tools
 from fulmen_local.server.tool_parsers import TOOL_PARSER_NAMES, default_tool_parser
 
 __all__ = ["choose_tool_parser"]
-
-_TEMPLATE_MARKERS: tuple[tuple[str, str], ...] = (
-    ("<tool_call>", "hermes"),
-    ("functools", "phi4_mini_json"),
-    ("<|python_tag|>", "llama3_json"),
-    ("[TOOL_CALLS]", "mistral"),
-)
-"""Text a family's template renders around tool calls, and the parser for that format."""
-
 
 def choose_tool_parser(
     setting: str | None, model_type: str, tokenizer: PreTrainedTokenizerBase
@@ -49,8 +39,4 @@ def choose_tool_parser(
             )
         return setting
     template = tokenizer.chat_template
-    if isinstance(template, str):
-        for marker, name in _TEMPLATE_MARKERS:
-            if marker in template:
-                return name
-    return default_tool_parser(model_type)
+    return default_tool_parser(model_type, template if isinstance(template, str) else None)
