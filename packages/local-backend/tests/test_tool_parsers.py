@@ -22,6 +22,7 @@ from fulmen_local.server.tool_parsers import (
     default_tool_parser,
     get_tool_parser,
 )
+from fulmen_local.server.tool_parsers.base import find_call_start
 from transformers import PreTrainedTokenizerFast
 
 Calls = list[tuple[str, dict[str, Any]]]
@@ -199,8 +200,10 @@ def test_pythonic_never_evaluates(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_stream_matches_the_complete_parse_at_every_split(
     name: str, text: str, content: str | None, calls: Calls
 ) -> None:
-    start = get_tool_parser(name).find_start(text)
-    assert start is not None
+    parser = get_tool_parser(name)
+    start = find_call_start(parser, text)
+    assert start is not None and parser.parse(text) is not None
+    assert parser.parse(text).start == start  # type: ignore[union-attr]
     for chunks in _split_points(text):
         pushed, tail, parsed = _stream(name, chunks)
         assert parsed is not None and _calls(parsed.tool_calls) == calls

@@ -1,15 +1,11 @@
 """What every tool-call parser provides, and the pieces they share.
 
-A parser is stateless: :meth:`ToolParser.parse` reads a finished completion, and
-:meth:`ToolParser.find_start` / :meth:`ToolParser.pending` tell the streaming filter
-(:mod:`.stream`) where a call begins. The contract tying them together:
-
-* ``parse(text)`` returns calls only when ``find_start(text)`` is not None, and its
-  :attr:`ParsedToolCalls.start` is that index;
-* ``find_start`` is stable: once it returns ``s`` for a text, it returns ``s`` for every
-  extension of that text;
-* text before ``len(text) - pending(text)`` can never become part of a start marker (so the
-  filter may stream it as content).
+A parser (:class:`ToolParser`) is stateless. It says where a call starts — at the first of its
+:attr:`~ToolParser.start_markers` anywhere, or at one of its :attr:`~ToolParser.openings` that
+opens the completion (after whitespace) — and :meth:`~ToolParser.parse` reads a finished
+completion. :func:`find_call_start` and :func:`pending_call_start` apply those rules (the
+streaming filter of :mod:`.stream` uses them incrementally); ``parse`` returns calls only when
+:func:`find_call_start` finds a start, with :attr:`ParsedToolCalls.start` at that index.
 
 Malformed call text (bad JSON, a missing name, stray text after the calls, ...) makes
 ``parse`` return None: the whole completion stays plain content, never a partial result.
@@ -26,10 +22,14 @@ __all__ = [
     "ParsedToolCalls",
     "ToolParser",
     "arguments_json",
+    "decode_at",
+    "find_call_start",
     "json_call",
     "new_tool_call_id",
     "openai_tool_call",
     "partial_suffix",
+    "pending_call_start",
+    "skip_space",
 ]
 
 
@@ -57,8 +57,19 @@ class ToolParser(Protocol):
         ...
 
     @property
-    def markers(self) -> tuple[str, ...]:
-        """Strings the parser must see that tokenizers may hold as special tokens (the server
+    def start_markers(self) -> tuple[str, ...]:
+        """A call starts at the first of these, anywhere in the completion."""
+        ...
+
+    @property
+    def openings(self) -> tuple[str, ...]:
+        """A call also starts at one of these when it opens the completion (after
+        whitespace)."""
+        ...
+
+    @property
+    def special_markers(self) -> tuple[str, ...]:
+        """Markup the parser must see that tokenizers may hold as special tokens (the server
         keeps exactly these when it decodes text for the parser)."""
         ...
 
@@ -66,13 +77,57 @@ class ToolParser(Protocol):
         """Split a finished completion; None when it has no calls or they are malformed."""
         ...
 
-    def find_start(self, text: str) -> int | None:
-        """Index where a tool call begins in ``text``; None when none has begun."""
-        ...
 
-    def pending(self, text: str) -> int:
-        """Length of the longest suffix of ``text`` that may still grow into a call start."""
-        ...
+_DECODER = json.JSONDecoder()
+
+
+def decode_at(text: str, pos: int) -> tuple[object, int] | None:
+    """The JSON value starting exactly at ``pos`` and the index after it; None when there is
+    no valid value there."""
+    try:
+        return _DECODER.raw_decode(text, pos)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+
+
+def skip_space(text: str, pos: int) -> int:
+    """The first index at or after ``pos`` that is not whitespace."""
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def find_call_start(parser: ToolParser, text: str, since: int = 0) -> int | None:
+    """Where a call starts in ``text`` (see :class:`ToolParser`); None when none has.
+
+    ``since``: no call starts before this index (text already known to be content), so the
+    search begins there. The result is stable: it stays the same as the text grows.
+    """
+    best: int | None = None
+    for marker in parser.start_markers:
+        found = text.find(marker, since)
+        if found >= 0 and (best is None or found < best):
+            best = found
+    if since == 0 and parser.openings:
+        first = skip_space(text, 0)
+        opens = any(text.startswith(o, first) for o in parser.openings)
+        if opens and (best is None or first < best):
+            best = first
+    return best
+
+
+def pending_call_start(parser: ToolParser, text: str) -> int:
+    """Length of the longest suffix of ``text`` that may still grow into a call start: a
+    partial start marker, or (openings) the whole text while it is whitespace plus perhaps
+    the beginning of an opening."""
+    held = max((partial_suffix(text, m) for m in parser.start_markers), default=0)
+    if parser.openings:
+        first = skip_space(text, 0)
+        longest = max(len(o) for o in parser.openings)
+        rest = text[first:] if len(text) - first < longest else None
+        if rest is not None and any(o.startswith(rest) for o in parser.openings):
+            held = len(text)
+    return held
 
 
 def new_tool_call_id() -> str:
@@ -82,8 +137,10 @@ def new_tool_call_id() -> str:
 
 def partial_suffix(text: str, marker: str) -> int:
     """Length of the longest proper prefix of ``marker`` that ``text`` ends with."""
+    if not text or text[-1] not in marker[:-1]:
+        return 0  # the common case, decided without a loop
     for k in range(min(len(text), len(marker) - 1), 0, -1):
-        if marker.startswith(text[-k:]):
+        if text.endswith(marker[:k]):
             return k
     return 0
 

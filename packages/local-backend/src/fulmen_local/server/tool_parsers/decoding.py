@@ -38,7 +38,7 @@ class ToolCallDecoding:
 
     def __init__(self, parser: ToolParser, tokenizer: PreTrainedTokenizerBase) -> None:
         self.parser = parser
-        special = special_marker_ids(tokenizer, parser.markers)
+        special = special_marker_ids(tokenizer, parser.special_markers)
         self.hidden_markers: tuple[str, ...] = tuple(special)
         """The parser's markers that are special tokens here (plain decoding hides them)."""
         self._decode: Decode | None = (

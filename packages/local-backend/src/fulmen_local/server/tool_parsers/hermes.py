@@ -14,9 +14,9 @@ from typing import Any
 
 from fulmen_local.server.tool_parsers.base import (
     ParsedToolCalls,
+    find_call_start,
     json_call,
     openai_tool_call,
-    partial_suffix,
 )
 
 __all__ = ["TOOL_CALL_END", "TOOL_CALL_START", "HermesToolParser"]
@@ -30,20 +30,13 @@ class HermesToolParser:
     """Hermes-style tool calls (see the module docstring)."""
 
     name = "hermes"
-    markers = (TOOL_CALL_START, TOOL_CALL_END)
-
-    def find_start(self, text: str) -> int | None:
-        """Index of the first ``<tool_call>``."""
-        found = text.find(TOOL_CALL_START)
-        return found if found >= 0 else None
-
-    def pending(self, text: str) -> int:
-        """A suffix that may be the beginning of ``<tool_call>``."""
-        return partial_suffix(text, TOOL_CALL_START)
+    start_markers = (TOOL_CALL_START,)
+    openings: tuple[str, ...] = ()
+    special_markers = (TOOL_CALL_START, TOOL_CALL_END)
 
     def parse(self, text: str) -> ParsedToolCalls | None:
         """Every block as a call; None when there is none or any is malformed."""
-        start = self.find_start(text)
+        start = find_call_start(self, text)
         if start is None:
             return None
         calls: list[dict[str, Any]] = []

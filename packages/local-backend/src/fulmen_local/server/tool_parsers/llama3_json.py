@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fulmen_local.server.tool_parsers._json import decode_at, skip_space
 from fulmen_local.server.tool_parsers.base import (
     ParsedToolCalls,
+    decode_at,
+    find_call_start,
     json_call,
     openai_tool_call,
-    partial_suffix,
+    skip_space,
 )
 
 __all__ = ["PYTHON_TAG", "Llama3JsonToolParser"]
@@ -33,25 +34,13 @@ class Llama3JsonToolParser:
     """Llama 3.x JSON tool calls (see the module docstring)."""
 
     name = "llama3_json"
-    markers = (PYTHON_TAG,)
-
-    def find_start(self, text: str) -> int | None:
-        """The first ``<|python_tag|>``, or a ``{`` opening the text, whichever comes first."""
-        tag = text.find(PYTHON_TAG)
-        first = skip_space(text, 0)
-        if first < len(text) and text[first] == "{" and (tag < 0 or first < tag):
-            return first
-        return tag if tag >= 0 else None
-
-    def pending(self, text: str) -> int:
-        """Leading whitespace (a ``{`` may follow), or a suffix that may begin the tag."""
-        if not text.strip():
-            return len(text)
-        return partial_suffix(text, PYTHON_TAG)
+    start_markers = (PYTHON_TAG,)
+    openings = ("{",)
+    special_markers = (PYTHON_TAG,)
 
     def parse(self, text: str) -> ParsedToolCalls | None:
         """The calls from the start on; None when there are none or they are malformed."""
-        start = self.find_start(text)
+        start = find_call_start(self, text)
         if start is None:
             return None
         pos = start + len(PYTHON_TAG) if text.startswith(PYTHON_TAG, start) else start

@@ -17,13 +17,14 @@ import secrets
 import string
 from typing import Any, cast
 
-from fulmen_local.server.tool_parsers._json import decode_at, skip_space
 from fulmen_local.server.tool_parsers.base import (
     ParsedToolCalls,
     arguments_json,
+    decode_at,
+    find_call_start,
     json_call,
     openai_tool_call,
-    partial_suffix,
+    skip_space,
 )
 
 __all__ = ["ARGS", "TOOL_CALLS", "MistralToolParser", "mistral_tool_call_id"]
@@ -43,20 +44,13 @@ class MistralToolParser:
     """Mistral tool calls (see the module docstring)."""
 
     name = "mistral"
-    markers = (TOOL_CALLS, ARGS)
-
-    def find_start(self, text: str) -> int | None:
-        """Index of the first ``[TOOL_CALLS]``."""
-        found = text.find(TOOL_CALLS)
-        return found if found >= 0 else None
-
-    def pending(self, text: str) -> int:
-        """A suffix that may be the beginning of ``[TOOL_CALLS]``."""
-        return partial_suffix(text, TOOL_CALLS)
+    start_markers = (TOOL_CALLS,)
+    openings: tuple[str, ...] = ()
+    special_markers = (TOOL_CALLS, ARGS)
 
     def parse(self, text: str) -> ParsedToolCalls | None:
         """The calls after ``[TOOL_CALLS]``; None when there are none or they are malformed."""
-        start = self.find_start(text)
+        start = find_call_start(self, text)
         if start is None:
             return None
         pos = skip_space(text, start + len(TOOL_CALLS))

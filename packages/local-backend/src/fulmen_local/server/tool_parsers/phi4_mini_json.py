@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from fulmen_local.server.tool_parsers._json import decode_at, skip_space
 from fulmen_local.server.tool_parsers.base import (
     ParsedToolCalls,
+    decode_at,
+    find_call_start,
     json_call,
     openai_tool_call,
-    partial_suffix,
+    skip_space,
 )
 
 __all__ = ["FUNCTOOLS", "Phi4MiniJsonToolParser"]
@@ -28,20 +29,13 @@ class Phi4MiniJsonToolParser:
     """Phi-4-mini JSON tool calls (see the module docstring)."""
 
     name = "phi4_mini_json"
-    markers: tuple[str, ...] = ()
-
-    def find_start(self, text: str) -> int | None:
-        """Index of the first ``functools[``."""
-        found = text.find(FUNCTOOLS)
-        return found if found >= 0 else None
-
-    def pending(self, text: str) -> int:
-        """A suffix that may be the beginning of ``functools[``."""
-        return partial_suffix(text, FUNCTOOLS)
+    start_markers = (FUNCTOOLS,)
+    openings: tuple[str, ...] = ()
+    special_markers: tuple[str, ...] = ()
 
     def parse(self, text: str) -> ParsedToolCalls | None:
         """The array's calls; None when there are none or they are malformed."""
-        start = self.find_start(text)
+        start = find_call_start(self, text)
         if start is None:
             return None
         decoded = decode_at(text, start + len(FUNCTOOLS) - 1)  # at the "["

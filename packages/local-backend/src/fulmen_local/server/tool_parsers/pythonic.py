@@ -13,7 +13,11 @@ import json
 import warnings
 from typing import Any
 
-from fulmen_local.server.tool_parsers.base import ParsedToolCalls, openai_tool_call
+from fulmen_local.server.tool_parsers.base import (
+    ParsedToolCalls,
+    find_call_start,
+    openai_tool_call,
+)
 
 __all__ = ["PythonicToolParser"]
 
@@ -22,20 +26,13 @@ class PythonicToolParser:
     """Pythonic tool calls (see the module docstring)."""
 
     name = "pythonic"
-    markers: tuple[str, ...] = ()
-
-    def find_start(self, text: str) -> int | None:
-        """The ``[`` that opens the text (after whitespace)."""
-        stripped = text.lstrip()
-        return len(text) - len(stripped) if stripped.startswith("[") else None
-
-    def pending(self, text: str) -> int:
-        """Leading whitespace: a ``[`` may follow."""
-        return len(text) if not text.strip() else 0
+    start_markers: tuple[str, ...] = ()
+    openings = ("[",)
+    special_markers: tuple[str, ...] = ()
 
     def parse(self, text: str) -> ParsedToolCalls | None:
         """The list's calls; None when the text is not such a list."""
-        start = self.find_start(text)
+        start = find_call_start(self, text)
         if start is None:
             return None
         try:

@@ -1,9 +1,10 @@
 """Streaming: which text deltas are content while a tool call may still follow.
 
-:class:`ToolCallStreamFilter` streams text as content until a tool call starts (as the parser's
-:meth:`~.base.ToolParser.find_start` says) and holds back every suffix that may grow into a
-start (:meth:`~.base.ToolParser.pending`). From the start on, text is held back and resolved
-when the sequence ends: parsed calls, or (malformed or no call) the held text as content.
+:class:`ToolCallStreamFilter` streams text as content until a tool call starts
+(:func:`~.base.find_call_start`) and holds back every suffix that may grow into a start
+(:func:`~.base.pending_call_start`). From the start on, text is held back and resolved when the
+sequence ends: parsed calls, or (malformed or no call) the held text as content. Each push
+searches only the new text, so a long completion costs linear time.
 
 The content streamed over a sequence's life, stripped, equals the non-streamed ``content``.
 """
@@ -12,7 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fulmen_local.server.tool_parsers.base import ParsedToolCalls, ToolParser, partial_suffix
+from fulmen_local.server.tool_parsers.base import (
+    ParsedToolCalls,
+    ToolParser,
+    find_call_start,
+    partial_suffix,
+    pending_call_start,
+)
 
 __all__ = ["ToolCallStreamFilter"]
 
@@ -32,10 +39,10 @@ class ToolCallStreamFilter:
 
     def __init__(self, parser: ToolParser, hold: Sequence[str] = ()) -> None:
         self._parser = parser
-        self._hold = tuple(h for h in hold if h)
+        self._hold = tuple(h for h in hold if h and h not in parser.start_markers)
         self._seen = ""  # all text pushed
         self._released = 0  # characters of _seen streamed as content
-        self._held_from: int | None = None  # where held-back text starts, once known
+        self._holding = False  # from a call start (or held marker) on, nothing is released
 
     @property
     def streamed(self) -> str:
@@ -45,25 +52,30 @@ class ToolCallStreamFilter:
     def push(self, delta: str) -> str:
         """Add ``delta``; return text that is certainly content."""
         self._seen += delta
-        if self._held_from is not None:
+        if self._holding:
             return ""
-        seen = self._seen
-        start = self._parser.find_start(seen)
+        seen, released = self._seen, self._released
+        # nothing before `released` can start a call or a held marker (it was checked, and
+        # possible beginnings were held back), so the search starts there
+        start = find_call_start(self._parser, seen, released)
         for marker in self._hold:
-            found = seen.find(marker, self._released)
+            found = seen.find(marker, released)
             if found >= 0 and (start is None or found < start):
                 start = found
         if start is not None:
-            self._held_from = end = start
+            self._holding = True
+            end = start
         else:
             waiting = max(
-                [self._parser.pending(seen), *(partial_suffix(seen, h) for h in self._hold)]
+                [
+                    pending_call_start(self._parser, seen),
+                    *(partial_suffix(seen, h) for h in self._hold),
+                ]
             )
             end = len(seen) - waiting
-        end = max(end, self._released)
-        out = seen[self._released : end]
+        end = max(end, released)
         self._released = end
-        return out
+        return seen[released:end]
 
     def finish(self) -> tuple[str, ParsedToolCalls | None]:
         """Resolve the held-back text: ``(content still to stream, parsed calls or None)``.
@@ -72,10 +84,9 @@ class ToolCallStreamFilter:
         part (empty when blank); without, it is all the held-back text.
         """
         parsed = self._parser.parse(self._seen)
-        rest = self._seen[self._released :]
-        released, self._released = self._released, len(self._seen)
-        self._held_from = len(self._seen)
+        released = self._released
+        self._released, self._holding = len(self._seen), True
         if parsed is None:
-            return rest, None
+            return self._seen[released:], None
         tail = self._seen[released : max(parsed.start, released)] + parsed.trailing
         return (tail if tail.strip() else ""), parsed
