@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fulmen_local.model.build import count_parameters, save_model
 
@@ -140,7 +140,7 @@ def train_on_demos(
 
 
 def save_warm_start(
-    model: LlamaForCausalLM,
+    model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     out_dir: str | Path,
     settings: Mapping[str, Any],

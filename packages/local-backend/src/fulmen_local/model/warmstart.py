@@ -1,8 +1,9 @@
-"""Supervised warm start of the tiny model on calculator demonstrations.
+"""Supervised warm start of a model on calculator demonstrations.
 
-A randomly initialised model knows nothing, so RL has no signal. The warm start teaches the chat
-format and the tool on demonstrations rendered through the chat template exactly as the agent's
-conversations look::
+The model is fulmen's tiny character-level Llama by default, or any causal LM whose tokenizer
+has a chat template (``warm_start(model=..., tokenizer=...)``). A randomly initialised model
+knows nothing, so RL has no signal. The warm start teaches the chat format and the tool on
+demonstrations rendered through the chat template exactly as the agent's conversations look::
 
     system, user "What is 37*48?" -> assistant <tool_call>...</tool_call> -> tool "1776"
     -> assistant "The answer is 1776."
@@ -12,9 +13,10 @@ appear only in the last ``guess_phase`` of the steps, at ``bad_fraction``: the r
 calls the tool only part of the time, so greedy decoding mostly guesses (held-out success near 0)
 while sampling succeeds often enough (10-40%) for GRPO to learn to use the tool.
 
-Loss is on assistant tokens only (the template's ``{% generation %}`` blocks, end tokens
-included); the characters the assistant copies from its context (the expression into the tool
-call, the tool's result into the answer) weigh ``copy_weight``. Measured on 2 CPU threads:
+Loss is on assistant tokens only, end tokens included (:mod:`fulmen_local.model.chat_mask`:
+the template's ``{% generation %}`` blocks, or prefix renders for templates without them); the
+tokens holding the characters the assistant copies from its context (the expression into the
+tool call, the tool's result into the answer) weigh ``copy_weight``. Measured on 2 CPU threads:
 without the weight the 0.65 M model learns the boilerplate and stalls before it learns to copy
 (0% after 600 steps); with weight 10, batch 8 and lr 1e-3 it copies reliably after ~450 steps.
 
@@ -36,9 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fulmen_local.model.build import PresetName, build_tiny_model
+from fulmen_local.model.chat_mask import encode_chat_tokens
 from fulmen_local.model.supervised import (
     WeightedTokens,
     collate_demos,
@@ -46,7 +49,7 @@ from fulmen_local.model.supervised import (
     train_on_demos,
     weighted_lm_loss,
 )
-from fulmen_local.model.tokenizer import build_tokenizer, encode_chat_with_mask
+from fulmen_local.model.tokenizer import build_tokenizer
 from fulmen_local.tasks.calculator import (
     CALCULATOR_TOOL,
     SYSTEM_PROMPT,
@@ -87,28 +90,33 @@ def _wrong_guess(answer: int, rng: random.Random) -> int:
             return guess
 
 
-def _find_last(ids: list[int], pattern: list[int], before: int) -> int:
-    for start in range(min(before, len(ids)) - len(pattern), -1, -1):
-        if ids[start : start + len(pattern)] == pattern:
-            return start
-    raise ValueError("copied text not found in the rendered demonstration")
-
-
 def render_demo(
     tokenizer: PreTrainedTokenizerBase,
     problem: Problem,
     *,
     guess: int | None = None,
     copy_weight: float = 1.0,
+    end_of_turn: str | None = None,
 ) -> Demo:
     """Render one demonstration through the chat template, as the agent's conversation.
+
+    Works with any tokenizer that has a chat template (see
+    :func:`fulmen_local.model.chat_mask.encode_chat_tokens`); the copied text is found by its
+    character position in the rendered conversation, so byte-level BPE, whose tokens for a
+    string depend on its neighbours, weighs the same characters as the character tokenizer.
 
     Args:
         problem: the problem demonstrated.
         guess: None for the good demonstration (tool call, tool result, answer); otherwise the
             number the assistant states directly, without calling the tool.
-        copy_weight: loss weight of the copied characters of a good demonstration (see
-            :class:`Demo`); 1 weighs every assistant token the same.
+        copy_weight: loss weight of the tokens holding the copied characters of a good
+            demonstration (see :class:`Demo`); 1 weighs every assistant token the same.
+        end_of_turn: the template's end-of-turn token when it is not the tokenizer's EOS
+            (templates without ``{% generation %}`` blocks only).
+
+    Raises:
+        fulmen_local.model.chat_mask.ChatMaskError: the template's assistant tokens cannot be
+            found (not prefix-stable).
     """
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": SYSTEM_PROMPT},
@@ -125,19 +133,21 @@ def render_demo(
         ]
     else:
         messages.append({"role": "assistant", "content": f"The answer is {guess}."})
-    ids, mask = encode_chat_with_mask(tokenizer, messages, tools=[CALCULATOR_TOOL])
-    weights = [float(m) for m in mask]
+    chat = encode_chat_tokens(tokenizer, messages, tools=[CALCULATOR_TOOL], end_of_turn=end_of_turn)
+    weights = [float(m) for m in chat.mask]
     if guess is None and copy_weight != 1.0:
-        # The copied characters and the one that ends them (closing quote, final period).
-        end = len(ids)
+        # The copied characters and the one that ends them (closing quote, final period), each
+        # the last occurrence before the previous one.
+        end = len(chat.text)
         for text in (answer + ".", problem["expression"] + '"'):
-            pattern = tokenizer.encode(text, add_special_tokens=False)
-            start = _find_last(ids, pattern, end)
-            for k in range(start, start + len(pattern)):
-                if mask[k]:
+            start = chat.text.rfind(text, 0, end)
+            if start < 0:
+                raise ValueError(f"copied text {text!r} not found in the rendered demonstration")
+            for k in chat.tokens_in(start, start + len(text)):
+                if chat.mask[k]:
                     weights[k] = copy_weight
             end = start
-    return Demo(input_ids=ids, weights=weights, uses_tool=guess is None)
+    return Demo(input_ids=chat.input_ids, weights=weights, uses_tool=guess is None)
 
 
 def make_demos(
@@ -148,8 +158,10 @@ def make_demos(
     bad_fraction: float,
     exclude: set[str],
     copy_weight: float = 1.0,
+    end_of_turn: str | None = None,
 ) -> list[Demo]:
-    """Render ``count`` demonstrations of fresh problems (none in ``exclude``).
+    """Render ``count`` demonstrations of fresh problems (none in ``exclude``) with
+    :func:`render_demo`.
 
     Exactly ``round(count * bad_fraction)`` of them are guesses, shuffled among the good ones.
     """
@@ -166,6 +178,7 @@ def make_demos(
             p,
             guess=_wrong_guess(p["answer"], rng) if bad else None,
             copy_weight=copy_weight,
+            end_of_turn=end_of_turn,
         )
         for p, bad in zip(problems, flags, strict=True)
     ]
@@ -174,6 +187,8 @@ def make_demos(
 def warm_start(
     out_dir: str | Path,
     *,
+    model: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     seed: int = 0,
     steps: int = 700,
     time_budget_s: float | None = None,
@@ -184,12 +199,19 @@ def warm_start(
     lr: float = 1e-3,
     num_demos: int = 6000,
     preset: PresetName = "tiny",
+    end_of_turn: str | None = None,
     split_seed: int = 0,
     n_eval: int = 100,
     threads: int = 2,
     log: Callable[[str], None] | None = print,
 ) -> Path:
-    """Train a fresh tiny model on demonstrations and save it (model + tokenizer) to ``out_dir``.
+    """Train a model on calculator demonstrations and save it (model + tokenizer) to ``out_dir``.
+
+    The model trained is ``model`` with its ``tokenizer`` (any causal LM whose tokenizer has a
+    chat template, e.g. a random model of a real family from
+    :func:`fulmen_local.families.build_family_model`), trained in place; without them, a fresh
+    tiny character-level Llama of ``preset`` (:func:`~fulmen_local.model.build.build_tiny_model`,
+    seeded with ``seed``) and :func:`~fulmen_local.model.tokenizer.build_tokenizer`.
 
     Curriculum: the first ``1 - guess_phase`` of the steps see good demonstrations only (the
     model learns the format and to copy the expression and the tool's result); the last
@@ -199,11 +221,13 @@ def warm_start(
     copy). AdamW, linear warm-up over 5% of the steps, cosine decay to 10% of ``lr``.
 
     Demonstrations never use an expression of the held-out split ``make_splits(seed=split_seed,
-    n_eval=n_eval)``. A ``warmstart.json`` next to the weights records settings, loss and time.
+    n_eval=n_eval)``. A ``warmstart.json`` next to the weights records settings, loss and time
+    (``preset`` for the built tiny model, else ``model_type``).
 
     Args:
         out_dir: output directory (created).
-        seed: seeds model init, demonstrations and batch order.
+        model, tokenizer: the model to start from and its tokenizer (both or neither).
+        seed: seeds the built model's init, demonstrations and batch order.
         steps: optimizer steps (the schedule is planned over them).
         time_budget_s: stop once this much training time has passed (then the result depends
             on machine speed; None always runs ``steps``).
@@ -214,7 +238,10 @@ def warm_start(
         lr: peak learning rate.
         num_demos: demonstrations rendered (two thirds for the first phase), each a distinct
             problem.
-        preset: model preset (see :mod:`fulmen_local.model.build`).
+        preset: the tiny model's preset when ``model`` is None (see
+            :mod:`fulmen_local.model.build`).
+        end_of_turn: the template's end-of-turn token when it is not the tokenizer's EOS (see
+            :func:`render_demo`).
         split_seed, n_eval: the held-out split kept out of the demonstrations.
         threads: torch CPU threads.
         log: progress printer (None for silence).
@@ -223,7 +250,9 @@ def warm_start(
         ``out_dir`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ValueError: a setting out of range.
+        ValueError: a setting out of range, or only one of ``model`` and ``tokenizer``.
+        fulmen_local.model.chat_mask.ChatMaskError: the tokenizer's template does not let the
+            assistant tokens be found.
     """
     if steps < 1 or batch_size < 1 or num_demos < 2 * batch_size:
         raise ValueError(
@@ -235,23 +264,31 @@ def warm_start(
             f"need 0 <= guess_phase <= 1, copy_weight > 0 and lr > 0; got {guess_phase}, "
             f"{copy_weight}, {lr}"
         )
+    if (model is None) != (tokenizer is None):
+        raise ValueError("pass both model and tokenizer (the model to start from), or neither")
     started = time.perf_counter()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
+    tok = tokenizer if tokenizer is not None else build_tokenizer()
     _, held_out = make_splits(seed=split_seed, n_eval=n_eval)
     exclude = {p["expression"] for p in held_out}
     n_first = num_demos * 2 // 3
     pools = [
-        make_demos(tokenizer, count=n_first, seed=seed, bad_fraction=0.0, exclude=exclude,
-                   copy_weight=copy_weight),
-        make_demos(tokenizer, count=num_demos - n_first, seed=seed + 1, bad_fraction=bad_fraction,
-                   exclude=exclude, copy_weight=copy_weight),
+        make_demos(tok, count=n_first, seed=seed, bad_fraction=0.0, exclude=exclude,
+                   copy_weight=copy_weight, end_of_turn=end_of_turn),
+        make_demos(tok, count=num_demos - n_first, seed=seed + 1, bad_fraction=bad_fraction,
+                   exclude=exclude, copy_weight=copy_weight, end_of_turn=end_of_turn),
     ]
     switch = round(steps * (1.0 - guess_phase))
-    model = build_tiny_model(tokenizer, seed=seed, preset=preset)
-    pad_id = tokenizer.pad_token_id
-    assert isinstance(pad_id, int)
+    if model is None:
+        net: PreTrainedModel = build_tiny_model(tok, seed=seed, preset=preset)
+        origin: dict[str, Any] = {"preset": preset}
+    else:
+        net = model
+        origin = {"model_type": str(getattr(model.config, "model_type", type(model).__name__))}
+    pad_id = tok.pad_token_id
+    if not isinstance(pad_id, int):
+        raise ValueError("the tokenizer needs a pad token (tokenizer.pad_token = ...)")
     rng = random.Random(seed + 1)
     orders: list[list[int]] = [[], []]
 
@@ -270,7 +307,7 @@ def warm_start(
 
     train_started = time.perf_counter()
     losses = train_on_demos(
-        model, next_batch, steps=steps, lr=lr, pad_id=pad_id, clock_start=train_started,
+        net, next_batch, steps=steps, lr=lr, pad_id=pad_id, clock_start=train_started,
         time_budget_s=time_budget_s, log=log,
     )
     settings = {
@@ -283,10 +320,10 @@ def warm_start(
         "batch_size": batch_size,
         "lr": lr,
         "num_demos": num_demos,
-        "preset": preset,
+        **origin,
     }
     return save_warm_start(
-        model, tokenizer, out_dir, settings, losses,
+        net, tok, out_dir, settings, losses,
         clocks={"train_seconds": train_started, "total_seconds": started}, log=log,
     )
 
