@@ -89,7 +89,7 @@ def _sentence(rng: random.Random) -> str:
     return " ".join(words).capitalize() + rng.choice((".", "?", "!", ":"))
 
 
-def training_corpus(extra: Sequence[str] = (), *, seed: int = 0, size: int = 1500) -> list[str]:
+def training_corpus(extra: Sequence[str] = (), *, seed: int = 0, size: int = 600) -> list[str]:
     """Lines of training text: ``size`` rounds of generated text, plus ``extra`` (repeated so
     a family's fixed template text becomes whole tokens)."""
     rng = random.Random(seed)

@@ -67,7 +67,7 @@ SHAPES: dict[str, ModelShape] = {
         hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=1,
         head_dim=32,
     ),
-    # About 12.3 M parameters with a 2,048-token vocabulary: the bigger CPU run.
+    # About 12 M parameters (the embedding is ~0.4 M of them): the bigger CPU run.
     "10m": ModelShape(
         hidden_size=256, intermediate_size=1024, num_layers=12, num_heads=4, num_kv_heads=2,
         head_dim=64,
