@@ -161,6 +161,17 @@ def test_lora_run_trains_only_adapters_and_evaluates_the_adapter_checkpoint(
     assert result.after is not None
     again = asyncio.run(run_evaluation(config, checkpoint=checkpoint.path, log=messages.append))
     assert (again.episodes, again.success_rate) == (result.after.episodes, result.after.success_rate)
+    # `fulmen merge` writes a full model that evaluates like the adapter checkpoint
+    from fulmen.cli import main as fulmen_main
+
+    config_path = tmp_path / "train.toml"
+    config_path.write_text(_toml(raw))
+    merged = tmp_path / "merged"
+    argv = ["merge", str(config_path), "--checkpoint", str(checkpoint.path), "--out", str(merged)]
+    assert fulmen_main(argv) == 0
+    assert (merged / "config.json").is_file() and not (merged / "adapter_config.json").exists()
+    full = asyncio.run(run_evaluation(config, checkpoint=merged, log=messages.append))
+    assert (full.episodes, full.success_rate) == (again.episodes, again.success_rate)
 
 
 @pytest.mark.slow
@@ -197,5 +208,11 @@ def _toml(raw: dict[str, Any]) -> str:
     for section, table in raw.items():
         lines.append(f"[{section}]")
         for key, value in table.items():
-            lines.append(f"{key} = {json.dumps(value)}")
+            lines.append(f"{key} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)

@@ -1,4 +1,5 @@
-"""``LocalBackend``: the embedded single-machine backend behind ``fulmen train`` / ``fulmen eval``."""
+"""``LocalBackend``: the embedded single-machine backend behind ``fulmen train`` / ``eval`` /
+``merge``."""
 
 from __future__ import annotations
 
@@ -52,4 +53,21 @@ class LocalBackend:
             f"{which}: held-out success {result.success_rate:.1%} "
             f"({result.episodes} tasks, greedy; {result.failed} failed episodes)"
         )
+        return 0
+
+    def merge(self, config_path: Path, *, checkpoint: Path, out: Path) -> int:
+        """Run ``fulmen merge CONFIG --checkpoint DIR --out DIR``: fold a LoRA checkpoint into
+        its base (the adapter's recorded base, else the config's ``[model] path``) and save a
+        full model + tokenizer that vLLM or ``from_pretrained`` can serve."""
+        from fulmen_local.model.lora import adapter_base, is_adapter_dir, merge_adapter
+        from fulmen_local.train.loop import prepare_model
+
+        config = load_config(config_path)
+        if not checkpoint.is_dir():
+            raise ConfigError(f"--checkpoint {str(checkpoint)!r} is not a directory")
+        base = adapter_base(checkpoint) if is_adapter_dir(checkpoint) else None
+        if base is None or not Path(base).exists():
+            base = str(prepare_model(config, _log))
+        merged = merge_adapter(checkpoint, out, base=base)
+        print(f"merged {checkpoint} into {base}: full model written to {merged}")
         return 0
