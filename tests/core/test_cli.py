@@ -185,6 +185,7 @@ EXPECTED = {
 CONFIG_VERBS: dict[str, list[str] | None] = {
     "train": ["train", "{config}"],
     "eval": ["eval", "{config}"],
+    "merge": ["merge", "{config}", "--checkpoint", "{out}", "--out", "{out}/merged"],
     "dashboard": ["dashboard", "--config", "{config}", "{out}"],
     "gateway": None,
     "episodes": None,
