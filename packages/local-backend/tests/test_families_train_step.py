@@ -119,7 +119,7 @@ def test_one_grpo_step_trains_every_family(name: str, tmp_path: Path, agent_modu
         store.close()
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": QUESTIONS[0]}],
-        tools=[json.loads(json.dumps(_tool()))] if spec.supports_tools else None,
+        tools=[_tool()] if spec.supports_tools else None,
         add_generation_prompt=True, tokenize=False,
     )
     expected = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -128,6 +128,7 @@ def test_one_grpo_step_trains_every_family(name: str, tmp_path: Path, agent_modu
 
 
 def _tool() -> dict[str, Any]:
+    """The agent module's tool."""
     return {
         "type": "function",
         "function": {

@@ -7,11 +7,11 @@ from fulmen_local.families.spec import FamilySpec
 
 __all__ = ["FAMILIES", "get_family"]
 
-FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
-        qwen2.SPEC, qwen3.SPEC, llama3.SPEC, smollm2.SPEC, gemma2.SPEC, gemma3.SPEC, phi3.SPEC,
-        phi4_mini.SPEC,
-    )
-}
+_ALL = (
+    qwen2.SPEC, qwen3.SPEC, llama3.SPEC, smollm2.SPEC, gemma2.SPEC, gemma3.SPEC, phi3.SPEC,
+    phi4_mini.SPEC,
+)
+FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in _ALL}
 """Every supported family, by :attr:`FamilySpec.name`."""
 
 
