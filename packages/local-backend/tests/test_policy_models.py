@@ -194,3 +194,9 @@ def test_loader_errors_are_one_line_config_errors(
     with pytest.raises(ConfigError) as caught:
         load_causal_lm(t5)
     assert "\n" not in str(caught.value)
+
+
+def test_lora_targets_the_model_lacks_name_its_layers(qwen_dir: Path) -> None:
+    settings = parse_local_settings({"device": "cpu", "lora": {"target_modules": ["qkv_proj"]}})
+    with pytest.raises(ConfigError, match=r"target_modules = \['qkv_proj'\].*named .*q_proj"):
+        load_policy(qwen_dir, settings)
