@@ -7,11 +7,16 @@ OpenAI chat API: one with ``max_batch_size=64`` (continuous batching), one with
 ``c`` concurrent workers for c in 1/8/32; each sends chat requests one after another (fixed
 ``max_tokens``, ``ignore_eos`` so every request generates the same number of tokens, sampling
 with a per-request seed, logprobs and token ids requested as the gateway does). Both servers
-are measured in the same run, alternating round by round (``--rounds``, the order flipping each
+are measured in the same run, alternating round by round (``--rounds``, the order rotating each
 round) so that a change in machine load hits both, and the ratio is printed. Only one server is
 loaded at a time; the idle one sleeps on a condition variable. Besides wall-clock tokens/s the
 script reports tokens per CPU second of the server process, which is less sensitive to other
 processes sharing the machine.
+
+``--baseline-src DIR`` adds a third server, batched like the first, that imports fulmen from
+another source tree (``DIR/packages/core/src`` and ``DIR/packages/local-backend/src``, e.g. an
+older commit unpacked with ``git archive``), to compare an engine change with its predecessor
+in the same run (column ``vs base``).
 
 Threads: each server uses ``--threads`` torch threads (default 1). The model's matrices are tiny,
 so a second intra-op thread buys little, and on a 2-core machine shared with the HTTP loop, the
@@ -19,6 +24,8 @@ load generator and other processes, OpenMP oversubscription made a 2-thread serv
 slower per token. Not a timed test: run it by hand::
 
     uv run --locked python benchmarks/inference_batching.py [--threads 1] [--json out.json]
+    git archive HEAD~1 packages benchmarks | tar -x -C /tmp/before
+    uv run --locked python benchmarks/inference_batching.py --baseline-src /tmp/before
 """
 
 from __future__ import annotations
@@ -101,7 +108,14 @@ def serve(args: argparse.Namespace) -> None:
     server.stop()
 
 
-def start_server(max_batch_size: int, threads: int) -> tuple[subprocess.Popen[str], str, int]:
+def start_server(
+    max_batch_size: int, threads: int, source: Path | None = None
+) -> tuple[subprocess.Popen[str], str, int]:
+    """Start a server process (importing fulmen from ``source`` when given)."""
+    env = dict(os.environ)
+    if source is not None:
+        paths = [str(source / "packages" / p / "src") for p in ("core", "local-backend")]
+        env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
     cmd = [
         sys.executable,
         __file__,
@@ -111,7 +125,7 @@ def start_server(max_batch_size: int, threads: int) -> tuple[subprocess.Popen[st
         "--threads",
         str(threads),
     ]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
@@ -185,49 +199,71 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per level")
     parser.add_argument("--levels", type=int, nargs="+", default=list(CONCURRENCY))
+    parser.add_argument(
+        "--baseline-src", type=Path, default=None, help="also serve fulmen from this source tree"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
     if args.serve:
         serve(args)
         return
-    batched, batched_url, params = start_server(64, args.threads)
-    single, single_url, _ = start_server(1, args.threads)
+    if args.baseline_src is not None and not (args.baseline_src / "packages").is_dir():
+        parser.error(f"--baseline-src {args.baseline_src}: no packages/ folder there")
+    servers: dict[str, tuple[subprocess.Popen[str], str]] = {}
+    proc, url, params = start_server(64, args.threads)
+    servers["batched"] = (proc, url)
+    proc, url, _ = start_server(1, args.threads)
+    servers["one_at_a_time"] = (proc, url)
+    if args.baseline_src is not None:
+        proc, url, _ = start_server(64, args.threads, args.baseline_src)
+        servers["baseline_batched"] = (proc, url)
     rows: list[dict[str, object]] = []
     try:
         print(
             f"model: tiny Llama, {params:,} parameters; {args.max_tokens} tokens per request; "
             f"torch threads per server: {args.threads}; {args.rounds} alternating rounds"
         )
+        base = "baseline_batched" in servers
         print(
             f"{'c':>3} {'1-at-a-time tok/s':>18} {'batched tok/s':>14} {'ratio':>6}"
             f" {'tok/CPU-s 1-at-a-time':>22} {'batched':>8} {'ratio':>6}"
             f" {'latency 1-at-a-time':>20} {'batched':>8}"
+            + (f" {'base tok/s':>11} {'vs base':>8} {'CPU vs base':>12}" if base else "")
         )
         for c in args.levels:
-            seq, bat = Result(), Result()
+            results = {name: Result() for name in servers}
+            names = list(servers)
             for r in range(args.rounds):
-                order = [(single, single_url, seq), (batched, batched_url, bat)]
-                for proc, url, into in order if r % 2 == 0 else order[::-1]:
-                    asyncio.run(load(proc, url, c, args, into))
+                shift = r % len(names)
+                for name in names[shift:] + names[:shift]:
+                    proc, url = servers[name]
+                    asyncio.run(load(proc, url, c, args, results[name]))
+            bat, seq = results["batched"], results["one_at_a_time"]
             ratio = bat.tokens_per_s / seq.tokens_per_s
             cpu_ratio = bat.tokens_per_cpu_s / seq.tokens_per_cpu_s
-            print(
+            line = (
                 f"{c:>3} {seq.tokens_per_s:>18.0f} {bat.tokens_per_s:>14.0f} {ratio:>5.1f}x"
                 f" {seq.tokens_per_cpu_s:>22.0f} {bat.tokens_per_cpu_s:>8.0f} {cpu_ratio:>5.1f}x"
-                f" {seq.mean_latency_s:>19.2f}s {bat.mean_latency_s:>7.2f}s",
-                flush=True,
+                f" {seq.mean_latency_s:>19.2f}s {bat.mean_latency_s:>7.2f}s"
             )
-            rows.append(
-                {
-                    "concurrency": c,
-                    "one_at_a_time": seq.as_dict(),
-                    "batched": bat.as_dict(),
-                    "ratio": ratio,
-                    "cpu_ratio": cpu_ratio,
-                }
-            )
+            row: dict[str, object] = {
+                "concurrency": c,
+                **{name: result.as_dict() for name, result in results.items()},
+                "ratio": ratio,
+                "cpu_ratio": cpu_ratio,
+            }
+            if base:
+                old = results["baseline_batched"]
+                vs, cpu_vs = (
+                    bat.tokens_per_s / old.tokens_per_s,
+                    bat.tokens_per_cpu_s / old.tokens_per_cpu_s,
+                )
+                line += f" {old.tokens_per_s:>11.0f} {vs:>7.2f}x {cpu_vs:>11.2f}x"
+                row.update(vs_baseline=vs, cpu_vs_baseline=cpu_vs)
+            print(line, flush=True)
+            rows.append(row)
     finally:
-        for proc in (batched, single):
+        for proc, _ in servers.values():
             if proc.stdin is not None:
                 proc.stdin.close()
             proc.wait(30)

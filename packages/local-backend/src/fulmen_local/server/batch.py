@@ -1,19 +1,25 @@
-"""The tensors of a running batch: left-padded KV cache, masks, positions, sampling state.
+"""The running batch: its rows' slots in the KV cache, their sampling state and next logits.
 
-A :class:`RunningBatch` always holds, for each of its rows, the logits of the row's *next*
-token (so rows can be sampled, dropped, or joined by freshly prefilled rows at any step):
+A :class:`RunningBatch` holds up to ``capacity`` rows; row ``i`` lives in slot ``i`` of a
+:class:`~fulmen_local.server.kvcache.SlotKVCache` and the batch always holds the logits of each
+row's *next* token, so rows can be sampled, dropped, or joined by new rows at any step:
 
-* :func:`prefill` runs new prompts (left-padded, with an attention mask and per-row position
-  ids) and returns a batch whose logits predict their first token;
-* :meth:`RunningBatch.merge` appends another batch's rows, left-padding the shorter KV cache
-  so both line up (this is what lets new requests join a running batch);
-* :meth:`RunningBatch.select` keeps some rows and trims KV columns that only hold padding;
-* :meth:`RunningBatch.decode` feeds one sampled token per row and refreshes the logits.
+* :meth:`RunningBatch.admit` prefills new prompts into the next free slots (left-padded
+  together: a prompt of ``p`` tokens in a prefill of width ``w`` occupies columns
+  ``w - p .. w - 1`` of its slot), giving the logits of their first token;
+* :meth:`RunningBatch.sample` picks one token per row on the device and packs what the host
+  needs (token, its raw logprob, the top alternatives) into one tensor, so a step costs one
+  device-to-host transfer;
+* :meth:`RunningBatch.advance` feeds one token per row (a decode forward pass: one KV column
+  written per row, in place) and refreshes the logits;
+* :meth:`RunningBatch.drop` keeps some rows, moving the last ones into the freed slots.
 
-The cache is a ``transformers`` :class:`~transformers.DynamicCache` created without a config,
-so every layer is a plain :class:`~transformers.cache_utils.DynamicLayer` whose ``keys`` and
-``values`` (``[batch, kv_heads, seq, head_dim]``) can be padded, concatenated and indexed.
-Callers run every method under ``torch.inference_mode()``.
+A row's attention only reads its own slot (masks from :mod:`fulmen_local.server.attention`), so
+its tokens and logprobs do not depend on which rows share the batch, up to floating-point
+effects of the batch shape. Per-slot state lives on the model's device; the host keeps only
+small mirrors (columns in use, sampling flags). On CUDA, decode passes can replay CUDA graphs
+(:mod:`fulmen_local.server.graphs`). Callers run every method under ``torch.inference_mode()``
+on one thread.
 """
 
 from __future__ import annotations
@@ -22,11 +28,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
-__all__ = ["RowSampling", "RunningBatch", "prefill"]
+from fulmen_local.server.attention import AttentionLayout, UnsupportedModelError
+from fulmen_local.server.graphs import DecodeGraphs
+from fulmen_local.server.kvcache import SlotKVCache
+from fulmen_local.server.sampling import sample_tokens
+
+__all__ = ["RowSampling", "RunningBatch", "check_model"]
+
+_MIN_COLUMNS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,180 +49,309 @@ class RowSampling:
     """``[max_tokens]`` float64 uniforms; step ``t`` uses entry ``t``."""
 
 
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
 class RunningBatch:
-    """Rows being generated together. Built by :func:`prefill`; see the module docstring."""
+    """Rows generated together (see the module docstring).
+
+    Args:
+        model: The causal LM.
+        capacity: Most rows at once.
+        pad_id: Token id of left padding (masked out).
+        device: The model's device.
+        cuda_graphs: Replay decode passes as CUDA graphs (CUDA devices only; falls back to
+            eager passes, with a logged warning, if capture fails).
+
+    Raises:
+        UnsupportedModelError: see :meth:`AttentionLayout.of`.
+    """
 
     def __init__(
         self,
+        model: torch.nn.Module,
         *,
-        cache: DynamicCache,
-        mask: torch.Tensor,
-        positions: torch.Tensor,
-        logits: torch.Tensor,
-        temperature: torch.Tensor,
-        top_p: torch.Tensor,
-        uniforms: torch.Tensor,
-        steps: torch.Tensor,
+        capacity: int,
+        pad_id: int,
+        device: torch.device,
+        cuda_graphs: bool = False,
     ) -> None:
-        self.cache = cache
-        self.mask = mask
-        """``[B, L]`` int64: 1 where the KV column holds a real token of the row."""
-        self.positions = positions
-        """``[B]`` int64: position id of the row's next input token."""
-        self.logits = logits
-        """``[B, V]``: logits of the row's next token."""
-        self.temperature = temperature
-        self.top_p = top_p
-        self.uniforms = uniforms
-        """``[B, T]`` float64 uniforms (rows padded with 0.5 past their max_tokens)."""
-        self.steps = steps
-        """``[B]`` int64: tokens sampled so far per row."""
+        self.model = model
+        self.layout = AttentionLayout.of(model)
+        self.capacity = capacity
+        self.device = device
+        self._pad_id = pad_id
+        self.cache = SlotKVCache(len(self.layout.kinds))
+        self.graphs = DecodeGraphs(device) if cuda_graphs and device.type == "cuda" else None
+        self.size = 0
+        self.logits: torch.Tensor | None = None
+        """``[size, V]`` float32: logits of each row's next token."""
+        self._slots = 0
+        self._steps_cap = 0
+        self._alloc_state(0, 0)
+        # host mirrors, one entry per row
+        self._next_cols: list[int] = []
+        self._ends: list[int] = []
+        self._temps: list[float] = []
+        self._top_ps: list[float] = []
 
-    def __len__(self) -> int:
-        return int(self.mask.shape[0])
+    # ------------------------------------------------------------------ rows in, rows out
 
-    @property
-    def kv_length(self) -> int:
-        """Number of KV columns (longest row plus left padding)."""
-        return int(self.mask.shape[1])
+    def admit(self, prompts: Sequence[Sequence[int]], sampling: Sequence[RowSampling]) -> None:
+        """Prefill ``prompts`` into slots ``size ..`` and append their rows.
 
-    def step_uniforms(self) -> torch.Tensor:
-        """``[B]`` uniforms for the current step of each row."""
-        index = self.steps.clamp_max(self.uniforms.shape[1] - 1).unsqueeze(-1)
-        return self.uniforms.gather(1, index).squeeze(-1)
+        On error nothing changes but capacity (the running rows are untouched).
 
-    def merge(self, other: RunningBatch) -> None:
-        """Append ``other``'s rows after this batch's rows (``other`` is consumed)."""
-        length = max(self.kv_length, other.kv_length)
-        self._pad_left(length - self.kv_length)
-        other._pad_left(length - other.kv_length)
-        for mine, theirs in zip(_layers(self.cache), _layers(other.cache), strict=True):
-            (k1, v1), (k2, v2) = _kv(mine), _kv(theirs)
-            mine.keys = torch.cat([k1, k2], dim=0)
-            mine.values = torch.cat([v1, v2], dim=0)
-        self.mask = torch.cat([self.mask, other.mask], dim=0)
-        self.positions = torch.cat([self.positions, other.positions])
-        self.logits = torch.cat([self.logits, other.logits], dim=0)
-        self.temperature = torch.cat([self.temperature, other.temperature])
-        self.top_p = torch.cat([self.top_p, other.top_p])
-        width = max(self.uniforms.shape[1], other.uniforms.shape[1])
-        self.uniforms = torch.cat(
-            [_pad_cols(self.uniforms, width), _pad_cols(other.uniforms, width)], dim=0
+        Raises:
+            ValueError: a prompt is empty, or the rows would exceed ``capacity``.
+            UnsupportedModelError: the model did not write every layer of the cache once.
+        """
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("cannot generate from an empty prompt")
+        k, first = len(prompts), self.size
+        if first + k > self.capacity:
+            raise ValueError(f"{first + k} rows exceed the batch capacity {self.capacity}")
+        width = max(len(p) for p in prompts)
+        starts = [width - len(p) for p in prompts]
+        ends = [width + int(s.uniforms.shape[0]) for s in sampling]
+        self._reserve(first + k, width, max(ends), max(int(s.uniforms.shape[0]) for s in sampling))
+        ids = torch.full((k, width), self._pad_id, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, starts[row] :] = torch.tensor(list(prompt), dtype=torch.long)
+        start = torch.tensor(starts, dtype=torch.long)
+        columns = torch.arange(width).expand(k, width)
+        positions = (columns - start.unsqueeze(-1)).clamp_min(0)
+        ids, start = ids.to(self.device), start.to(self.device)
+        columns, positions = columns.to(self.device), positions.to(self.device)
+        masks = self.layout.masks(start, columns, width)
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": masks,
+            "position_ids": positions,
+            "past_key_values": self.cache,
+            "use_cache": True,
+        }
+        self.cache.begin_prefill(first, k, width)
+        try:
+            out = self.model(**inputs, logits_to_keep=1)  # only the last position's logits
+        except TypeError:  # a model without logits_to_keep
+            self.cache.begin_prefill(first, k, width)
+            out = self.model(**inputs)
+        self._check_writes()
+        fresh = out.logits[:, -1, :].float()
+        rows = slice(first, first + k)
+        self._start[rows] = start
+        self._col[rows] = width
+        self._pos[rows] = torch.tensor([len(p) for p in prompts], device=self.device)
+        self._temperature[rows] = torch.tensor([s.temperature for s in sampling]).to(self.device)
+        self._top_p[rows] = torch.tensor([s.top_p for s in sampling]).to(self.device)
+        self._steps[rows] = 0
+        table = torch.full((k, self._steps_cap), 0.5, dtype=torch.float64)
+        for i, s in enumerate(sampling):
+            table[i, : s.uniforms.shape[0]] = s.uniforms
+        self._uniforms[rows] = table.to(self.device)
+        self.logits = (
+            fresh if self.logits is None or first == 0 else torch.cat([self.logits, fresh])
         )
-        self.steps = torch.cat([self.steps, other.steps])
+        self.size = first + k
+        self._next_cols += [width] * k
+        self._ends += ends
+        self._temps += [s.temperature for s in sampling]
+        self._top_ps += [s.top_p for s in sampling]
 
-    def select(self, rows: Sequence[int]) -> None:
-        """Keep only ``rows`` (in that order) and drop KV columns no kept row uses."""
-        index = torch.tensor(list(rows), dtype=torch.long, device=self.mask.device)
-        mask = self.mask.index_select(0, index)
-        used = mask.any(dim=0)
-        first = int(used.int().argmax()) if bool(used.any()) else 0
-        for layer in _layers(self.cache):
-            keys, values = _kv(layer)
-            layer.keys = keys.index_select(0, index)[:, :, first:]
-            layer.values = values.index_select(0, index)[:, :, first:]
-        self.mask = mask[:, first:]
-        cpu_index = index.to(self.uniforms.device)
-        self.positions = self.positions.index_select(0, index)
-        self.logits = self.logits.index_select(0, index)
-        self.temperature = self.temperature.index_select(0, index)
-        self.top_p = self.top_p.index_select(0, index)
-        self.uniforms = self.uniforms.index_select(0, cpu_index)
-        self.steps = self.steps.index_select(0, cpu_index)
+    def drop(self, keep: Sequence[int]) -> None:
+        """Keep only rows ``keep`` (ascending), which become rows ``0 .. len(keep) - 1``."""
+        n, m = self.size, len(keep)
+        if m == n:
+            return
+        moves = [(src, dst) for dst, src in enumerate(keep) if src != dst]
+        if moves:
+            source = torch.tensor([s for s, _ in moves], device=self.device)
+            target = torch.tensor([d for _, d in moves], device=self.device)
+            self.cache.move(source, target, max(self._next_cols[s] for s, _ in moves))
+            for t in self._state():
+                t[target] = t[source]
+        for t in (self._start, self._col, self._pos):
+            t[m:n] = 0  # idle slots attend to column 0 alone (graph replays compute them)
+        if self.logits is not None:
+            self.logits = self.logits[torch.tensor(list(keep), device=self.device)] if m else None
+        self.size = m
+        self._next_cols = [self._next_cols[i] for i in keep]
+        self._ends = [self._ends[i] for i in keep]
+        self._temps = [self._temps[i] for i in keep]
+        self._top_ps = [self._top_ps[i] for i in keep]
 
-    def decode(self, model: torch.nn.Module, tokens: torch.Tensor) -> None:
-        """Feed ``tokens`` (``[B]``, one per row) and replace :attr:`logits` with the next ones."""
-        ones = torch.ones((len(self), 1), dtype=self.mask.dtype, device=self.mask.device)
-        self.mask = torch.cat([self.mask, ones], dim=1)
-        out = model(
-            input_ids=tokens.unsqueeze(-1),
-            attention_mask=self.mask,
-            position_ids=self.positions.unsqueeze(-1),
+    def reset(self) -> None:
+        """Forget every row (buffers and graphs are kept for reuse)."""
+        self.drop([])
+
+    # ------------------------------------------------------------------ steps
+
+    def sample(self, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token per row, and the host-bound results of the step.
+
+        Returns:
+            ``(tokens, packed)``: ``tokens`` ``[size]`` int64 on the device; ``packed``
+            ``[size, 2 + 2 * top_k]`` float64: token id, its raw logprob, then ``top_k`` ids
+            and ``top_k`` logprobs of the most likely tokens, best first.
+        """
+        logits, n = self.logits, self.size
+        if logits is None or n == 0:
+            raise RuntimeError("the batch has no rows to sample")
+        index = self._steps[:n].clamp_max(self._steps_cap - 1).unsqueeze(-1)
+        uniforms = self._uniforms[:n].gather(1, index).squeeze(-1)
+        tokens = sample_tokens(
+            logits,
+            self._temperature[:n],
+            self._top_p[:n],
+            uniforms,
+            any_sampled=any(t > 0.0 for t in self._temps),
+            any_nucleus=any(
+                p < 1.0 and t > 0.0 for p, t in zip(self._top_ps, self._temps, strict=True)
+            ),
+        )
+        self._steps[:n] += 1
+        logprobs = torch.log_softmax(logits, dim=-1)
+        parts = [tokens.unsqueeze(-1), logprobs.gather(1, tokens.unsqueeze(-1))]
+        if top_k:
+            values, indices = logprobs.topk(min(top_k, logprobs.shape[-1]), dim=-1)
+            parts += [indices, values]
+        return tokens, torch.cat([p.double() for p in parts], dim=1)
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        """Feed ``tokens`` (``[size]``, one per row) and replace :attr:`logits`."""
+        n = self.size
+        width = max(self._next_cols) + 1
+        self._reserve(n, width, max(self._ends), 0)
+        logits = None
+        if self.graphs is not None:
+            logits = self.graphs.run(
+                self._decode_pass, tokens, n, self._slots, self.cache.column_capacity
+            )
+        if logits is None:
+            logits = self._decode_pass(tokens.unsqueeze(-1), n, width)
+            self._check_writes()
+        self.logits = logits
+        self._col[:n] += 1
+        self._pos[:n] += 1
+        self._next_cols[:] = [c + 1 for c in self._next_cols]
+
+    def _decode_pass(self, ids: torch.Tensor, count: int, width: int) -> torch.Tensor:
+        """Decode forward of slots ``0 .. count - 1`` reading ``width`` columns: ``[count, V]``
+        float32 logits. Reads only persistent tensors besides ``ids`` (graph-capturable)."""
+        columns = self._col[:count]
+        self.cache.begin_decode(columns, width)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=self.layout.masks(self._start[:count], columns.unsqueeze(-1), width),
+            position_ids=self._pos[:count].unsqueeze(-1),
             past_key_values=self.cache,
             use_cache=True,
         )
-        self.logits = out.logits[:, -1, :].float()
-        self.positions = self.positions + 1
-        self.steps = self.steps + 1
+        return out.logits[:, -1, :].float()
 
-    def _pad_left(self, count: int) -> None:
-        if count <= 0:
-            return
-        for layer in _layers(self.cache):
-            keys, values = _kv(layer)
-            layer.keys = F.pad(keys, (0, 0, count, 0))
-            layer.values = F.pad(values, (0, 0, count, 0))
-        self.mask = F.pad(self.mask, (count, 0))
+    # ------------------------------------------------------------------ storage
+
+    def _check_writes(self) -> None:
+        written = self.cache.layers_written()
+        if any(w != 1 for w in written):
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} did not store keys/values through the cache once "
+                f"per layer (writes per layer: {written}); the batching engine supports "
+                "decoder-only transformers whose attention layers call past_key_values.update"
+            )
+
+    def _state(self) -> tuple[torch.Tensor, ...]:
+        return (
+            self._start,
+            self._col,
+            self._pos,
+            self._temperature,
+            self._top_p,
+            self._steps,
+            self._uniforms,
+        )
+
+    def _alloc_state(self, slots: int, steps: int) -> None:
+        device, long = self.device, torch.long
+        self._start = torch.zeros(slots, dtype=long, device=device)
+        """First column of each slot's sequence."""
+        self._col = torch.zeros(slots, dtype=long, device=device)
+        """Column the slot's next token goes to."""
+        self._pos = torch.zeros(slots, dtype=long, device=device)
+        """Position id of the slot's next token."""
+        self._temperature = torch.zeros(slots, device=device)
+        self._top_p = torch.ones(slots, device=device)
+        self._steps = torch.zeros(slots, dtype=long, device=device)
+        """Tokens sampled so far."""
+        self._uniforms = torch.full((slots, steps), 0.5, dtype=torch.float64, device=device)
+
+    def _reserve(self, slots: int, columns: int, end_bound: int, steps: int) -> None:
+        """Grow slots (doubling, up to ``capacity``), KV columns (doubling, not past
+        ``end_bound``, the furthest column a row may reach) and uniform steps as needed."""
+        changed = False
+        if slots > self._slots or steps > self._steps_cap:
+            new_slots = self._slots
+            if slots > self._slots:
+                new_slots = min(self.capacity, max(_next_pow2(slots), 2 * self._slots))
+            new_steps = max(steps, self._steps_cap)
+            old = self._state()
+            self._alloc_state(new_slots, new_steps)
+            for new, prev in zip(self._state(), old, strict=True):
+                if prev.dim() == 1:
+                    new[: prev.shape[0]] = prev
+                else:
+                    new[: prev.shape[0], : prev.shape[1]] = prev
+            self._slots, self._steps_cap = new_slots, new_steps
+            changed = True
+        cols = self.cache.column_capacity
+        if columns > cols:
+            cols = max(columns, min(max(2 * cols, _MIN_COLUMNS), end_bound))
+        if self._slots > self.cache.slot_capacity or cols > self.cache.column_capacity:
+            self.cache.reserve(self._slots, cols)
+            changed = True
+        if changed and self.graphs is not None:
+            self.graphs.invalidate()
 
 
-def prefill(
-    model: torch.nn.Module,
-    prompts: Sequence[Sequence[int]],
-    sampling: Sequence[RowSampling],
-    *,
-    pad_id: int,
-    device: torch.device,
-) -> RunningBatch:
-    """Run ``prompts`` (left-padded together) through ``model`` and return their batch.
+def check_model(model: torch.nn.Module, *, pad_id: int, device: torch.device) -> None:
+    """Check that ``model`` runs in a :class:`RunningBatch`: two left-padded prompts are
+    prefilled and decoded one step; in float32/64 and eval mode the logits must match plain
+    forward passes without cache.
 
     Raises:
-        ValueError: a prompt is empty.
-        TypeError: the model's cache is not made of plain dynamic layers.
+        UnsupportedModelError: the model cannot be batched (the message says why).
     """
-    if any(len(p) == 0 for p in prompts):
-        raise ValueError("cannot generate from an empty prompt")
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
-        mask[row, width - len(prompt) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    position_ids = (mask.cumsum(dim=-1) - 1).clamp_min(0)
-    cache = DynamicCache()
-    inputs = {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "position_ids": position_ids,
-        "past_key_values": cache,
-        "use_cache": True,
-    }
+    prompts = [[1, 2, 3], [2, 3]]
+    batch = RunningBatch(model, capacity=2, pad_id=pad_id, device=device)
+    sampling = [RowSampling(0.0, 1.0, torch.full((2,), 0.5, dtype=torch.float64))] * 2
     try:
-        out = model(**inputs, logits_to_keep=1)  # only the last position's logits
-    except TypeError:  # a model without logits_to_keep
-        cache = inputs["past_key_values"] = DynamicCache()
-        out = model(**inputs)
-    for layer in cache.layers:
-        if type(layer) is not DynamicLayer:
-            raise TypeError(
-                f"the engine batches only models with plain dynamic KV caches; this model's "
-                f"cache uses {type(layer).__name__}"
-            )
-    steps = max(int(s.uniforms.shape[0]) for s in sampling)
-    return RunningBatch(
-        cache=cache,
-        mask=mask,
-        positions=mask.sum(dim=-1),
-        logits=out.logits[:, -1, :].float(),
-        temperature=torch.tensor([s.temperature for s in sampling], device=device),
-        top_p=torch.tensor([s.top_p for s in sampling], device=device),
-        uniforms=torch.stack([_pad_cols(s.uniforms.unsqueeze(0), steps)[0] for s in sampling]),
-        steps=torch.zeros(len(prompts), dtype=torch.long),
-    )
-
-
-def _layers(cache: DynamicCache) -> list[DynamicLayer]:
-    return [layer for layer in cache.layers if isinstance(layer, DynamicLayer)]
-
-
-def _kv(layer: DynamicLayer) -> tuple[torch.Tensor, torch.Tensor]:
-    keys, values = layer.keys, layer.values
-    if keys is None or values is None:
-        raise RuntimeError("a KV cache layer is empty: the model did not fill its cache")
-    return keys, values
-
-
-def _pad_cols(table: torch.Tensor, width: int) -> torch.Tensor:
-    if table.shape[-1] >= width:
-        return table
-    return F.pad(table, (0, width - table.shape[-1]), value=0.5)
+        batch.admit(prompts, sampling)
+        first = batch.logits
+        batch.advance(torch.tensor([4, 4], device=device))
+        second = batch.logits
+    except UnsupportedModelError:
+        raise
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} does not run in the batching engine's KV cache: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    assert first is not None and second is not None
+    if not bool(torch.isfinite(first).all() and torch.isfinite(second).all()):
+        raise UnsupportedModelError(f"{type(model).__name__} gave non-finite logits")
+    if batch.layout.dtype not in (torch.float32, torch.float64) or model.training:
+        return
+    worst = 0.0
+    for row, prompt in enumerate(prompts):
+        ids = torch.tensor([[*prompt, 4]], device=device)
+        full = torch.log_softmax(model(input_ids=ids).logits[0, -2:].float(), dim=-1)
+        got = torch.log_softmax(torch.stack([first[row], second[row]]), dim=-1)
+        worst = max(worst, float((full - got).abs().max()))
+    if worst > 1e-3:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: logits through the batching engine's KV cache differ from "
+            f"a plain forward pass by {worst:.2g}; its attention does not follow the masks the "
+            "engine passes"
+        )

@@ -2,12 +2,16 @@
 
 Batching strategy (continuous batching): requests are queued by :meth:`GenerationEngine.submit`
 (``n`` expands into ``n`` rows). When idle, the worker waits ``batch_window_ms`` after the first
-arrival to gather more, left-pads the prompts, prefills them with an attention mask and per-row
-position ids, then decodes one token per row per forward pass using the KV cache. Requests that
-arrive while a batch runs *join it*: they are prefilled on their own and their KV cache is
-left-padded and concatenated onto the running one (at most ``max_batch_size`` rows). Finished
-rows leave the batch at once. So agents whose calls arrive staggered (after tool execution) do
-not wait for a whole batch to finish, and concurrent calls share forward passes.
+arrival to gather more, prefills the prompts together (left-padded, with attention masks and
+per-row position ids) into slots of a preallocated KV cache, then decodes one token per row
+per forward pass, each row writing its new key/value in place in its own slot. Requests that
+arrive while a batch runs *join it*: they are prefilled into free slots (at most
+``max_batch_size`` rows). Finished rows leave the batch at once (the last rows move into their
+slots). So agents whose calls arrive staggered (after tool execution) do not wait for a whole
+batch to finish, and concurrent calls share forward passes. On a GPU, tokens are sampled on
+the device, each step fetches its results in one transfer, decode passes replay CUDA graphs,
+and the next pass runs while the host turns tokens into text (see
+:mod:`fulmen_local.server.batch`).
 
 Weight hot swap (:meth:`GenerationEngine.update_weights`): new requests stop being admitted, the
 running rows finish, the update runs while the worker is paused, the policy version is bumped,
@@ -33,8 +37,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from fulmen.errors import ServingError
 from transformers import PreTrainedTokenizerBase
 
+from fulmen_local.server.attention import UnsupportedModelError
+from fulmen_local.server.batch import check_model
 from fulmen_local.server.executor import BatchExecutor, GenerationHandle, end_request
 from fulmen_local.server.outputs import EventSink, GenerationResult, OutputCollector, TokenEvent
 from fulmen_local.server.sampling import SamplingParams
@@ -51,6 +58,7 @@ __all__ = [
     "EngineStoppedError",
     "GenerationEngine",
     "GenerationHandle",
+    "UnsupportedModelError",
     "WeightUpdate",
 ]
 
@@ -61,7 +69,7 @@ WeightUpdate = Mapping[str, torch.Tensor] | Callable[[torch.nn.Module], object]
 with the model while the engine is paused."""
 
 
-class ContextLengthError(ValueError):
+class ContextLengthError(ServingError, ValueError):
     """Prompt plus ``max_tokens`` does not fit the model's context."""
 
     def __init__(self, *, prompt_tokens: int, max_tokens: int, max_model_len: int) -> None:
@@ -76,7 +84,7 @@ class ContextLengthError(ValueError):
         )
 
 
-class EngineStoppedError(RuntimeError):
+class EngineStoppedError(ServingError, RuntimeError):
     """The engine is not running (not started, or stopped)."""
 
 
@@ -90,6 +98,10 @@ class EngineStats:
     generated_tokens: int
     max_rows: int
     """Most rows ever decoded in one forward pass."""
+    graph_replays: int = 0
+    """Decode passes replayed as CUDA graphs."""
+    graph_failure: str | None = None
+    """Why CUDA graphs were switched off (None: on, or not used)."""
 
 
 class GenerationEngine:
@@ -105,6 +117,16 @@ class GenerationEngine:
         eos_token_ids: Ids that end a sequence; default: the tokenizer's EOS plus the
             generation config's.
         policy_version: Version reported until the first :meth:`update_weights`.
+        cuda_graphs: On a CUDA device, replay decode passes as CUDA graphs (see
+            :mod:`fulmen_local.server.graphs`); ignored elsewhere.
+        overlap_steps: Launch each decode pass before turning the step's tokens into events
+            (device and host work overlap; finishing rows cost one wasted row-step). Default:
+            on for CUDA devices, off elsewhere.
+
+    Raises:
+        UnsupportedModelError: the model cannot be batched (an attention implementation
+            other than sdpa/eager, layers other than full or sliding-window attention, a
+            cache the engine cannot manage); raised before anything runs.
     """
 
     def __init__(
@@ -117,6 +139,8 @@ class GenerationEngine:
         max_model_len: int | None = None,
         eos_token_ids: Sequence[int] | None = None,
         policy_version: int = 0,
+        cuda_graphs: bool = True,
+        overlap_steps: bool | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -131,12 +155,19 @@ class GenerationEngine:
             eos_token_ids if eos_token_ids is not None else default_eos_ids(model, tokenizer)
         )
         pad = pad_token_id(tokenizer)
+        pad_id = pad if pad is not None else min(self.eos_token_ids, default=0)
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            check_model(model, pad_id=pad_id, device=device)
         self._executor = BatchExecutor(
             model,
             decode=make_decoder(tokenizer),
             eos_token_ids=self.eos_token_ids,
-            pad_id=pad if pad is not None else min(self.eos_token_ids, default=0),
-            device=next(model.parameters()).device,
+            pad_id=pad_id,
+            device=device,
+            max_rows=max_batch_size,
+            cuda_graphs=cuda_graphs,
+            overlap=overlap_steps,
         )
         self._cv = threading.Condition()
         self._pending: deque[tuple[GenerationHandle, EventSink]] = deque()
@@ -164,7 +195,14 @@ class GenerationEngine:
     def stats(self) -> EngineStats:
         """Counters (forward passes, largest batch...)."""
         ex = self._executor
-        return EngineStats(ex.forward_passes, ex.prefills, ex.generated_tokens, ex.max_rows)
+        return EngineStats(
+            ex.forward_passes,
+            ex.prefills,
+            ex.generated_tokens,
+            ex.max_rows,
+            ex.graph_replays,
+            ex.graph_failure,
+        )
 
     def start(self) -> None:
         """Start the worker thread (idempotent)."""
@@ -298,6 +336,7 @@ class GenerationEngine:
             with self._cv:
                 self._version = new_version
         finally:
+            self._executor.invalidate_graphs()  # the update may have replaced tensors
             with self._cv:
                 self._swapping = False
                 self._cv.notify_all()
@@ -365,6 +404,7 @@ class GenerationEngine:
             leftovers = list(self._pending)
             self._pending.clear()
             self._cv.notify_all()
-        executor.end_all("abort")
+        with torch.inference_mode():
+            executor.end_all("abort")
         for handle, sink in leftovers:
             end_request(handle, sink, "abort", self._version)

@@ -1,22 +1,23 @@
 """Runs the model for the rows of the running batch (the engine's worker thread only).
 
-:class:`BatchExecutor` admits new requests (prefill, then merge into the running batch), and
-steps the batch: sample one token per row, turn it into text (stop strings, end tokens,
-``max_tokens``), emit a :class:`~fulmen_local.server.outputs.TokenEvent` per row, drop finished
-or cancelled rows, and run the next decode forward pass.
+:class:`BatchExecutor` admits new requests (prefilled into free slots of the running batch),
+and steps the batch: sample one token per row on the device, fetch the step's tokens and
+logprobs in one transfer, turn them into text (stop strings, end tokens, ``max_tokens``), emit
+a :class:`~fulmen_local.server.outputs.TokenEvent` per row, drop finished or cancelled rows,
+and run the next decode forward pass (on CUDA, launched before the host work so both overlap).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-from fulmen_local.server.batch import RowSampling, RunningBatch, prefill
+from fulmen_local.server.batch import RowSampling, RunningBatch
 from fulmen_local.server.outputs import EventSink, TokenEvent
-from fulmen_local.server.sampling import SamplingParams, draw_uniforms, sample_tokens
+from fulmen_local.server.sampling import SamplingParams, draw_uniforms
 from fulmen_local.server.textstream import Decode, TextStream
 
 __all__ = ["BatchExecutor", "GenerationHandle", "end_request"]
@@ -67,6 +68,14 @@ class BatchExecutor:
         eos_token_ids: Ids that end a sequence (unless ``ignore_eos``).
         pad_id: Id used for left padding (masked out).
         device: Device of the model.
+        max_rows: Most rows decoded together.
+        cuda_graphs: Replay decode passes as CUDA graphs (CUDA only).
+        overlap: Launch the next decode pass before turning this step's tokens into events,
+            so the device computes while the host works; rows that finish in the step are
+            computed once more for nothing. Default: on for CUDA devices.
+
+    Raises:
+        UnsupportedModelError: the model cannot run in the batch (see :mod:`.attention`).
     """
 
     def __init__(
@@ -77,13 +86,18 @@ class BatchExecutor:
         eos_token_ids: frozenset[int],
         pad_id: int,
         device: torch.device,
+        max_rows: int,
+        cuda_graphs: bool = True,
+        overlap: bool | None = None,
     ) -> None:
         self.model = model
         self._decode = decode
         self.eos_token_ids = eos_token_ids
-        self._pad_id = pad_id
         self._device = device
-        self._batch: RunningBatch | None = None
+        self._overlap = device.type == "cuda" if overlap is None else overlap
+        self._batch = RunningBatch(
+            model, capacity=max_rows, pad_id=pad_id, device=device, cuda_graphs=cuda_graphs
+        )
         self._rows: list[_Row] = []
         self.forward_passes = self.prefills = self.generated_tokens = self.max_rows = 0
 
@@ -91,6 +105,23 @@ class BatchExecutor:
     def active(self) -> int:
         """Rows currently being generated."""
         return len(self._rows)
+
+    @property
+    def graph_replays(self) -> int:
+        """Decode passes run as CUDA graph replays."""
+        graphs = self._batch.graphs
+        return 0 if graphs is None else graphs.replays
+
+    @property
+    def graph_failure(self) -> str | None:
+        """Why CUDA graphs were switched off, if they were."""
+        graphs = self._batch.graphs
+        return None if graphs is None else graphs.failure
+
+    def invalidate_graphs(self) -> None:
+        """Forget captured CUDA graphs (call after parameters may have been replaced)."""
+        if self._batch.graphs is not None:
+            self._batch.graphs.invalidate()
 
     def admit(self, newcomers: Sequence[tuple[GenerationHandle, EventSink]], version: int) -> None:
         """Prefill ``newcomers`` and add their rows to the batch (generated under ``version``).
@@ -108,7 +139,7 @@ class BatchExecutor:
                 prompts.append(handle.prompt_ids)
                 sampling.append(RowSampling(p.temperature, p.top_p, uniforms[i]))
         try:
-            fresh = prefill(self.model, prompts, sampling, pad_id=self._pad_id, device=self._device)
+            self._batch.admit(prompts, sampling)
         except Exception as exc:
             _log.exception("prefill failed")
             for row in new_rows:
@@ -117,60 +148,56 @@ class BatchExecutor:
         self.forward_passes += 1
         self.prefills += 1
         self._rows.extend(new_rows)
-        if self._batch is None:
-            self._batch = fresh
-        else:
-            self._batch.merge(fresh)
 
     def end_all(self, reason: str, *, error: str | None = None) -> None:
-        """End every running row with ``reason`` (``abort`` or ``error``) and drop the batch."""
+        """End every running row with ``reason`` (``abort`` or ``error``) and empty the batch."""
         for row in self._rows:
             _emit(row, _end(row, reason, error=error))
-        self._rows, self._batch = [], None
+        self._rows = []
+        self._batch.reset()
+        if error is not None:
+            self.invalidate_graphs()
 
     def step(self) -> None:
-        """Sample one token per row, emit events, drop finished rows, run the next forward."""
+        """Sample one token per row, emit events, drop finished rows, run the next forward.
+
+        One device-to-host transfer per step (the packed tokens and logprobs).
+        """
         batch, rows = self._batch, self._rows
-        if batch is None or not rows:
+        if not rows:
             return
-        logits = batch.logits
-        uniforms = batch.step_uniforms().to(self._device)
-        tokens = sample_tokens(logits, batch.temperature, batch.top_p, uniforms)
-        logprobs = torch.log_softmax(logits, dim=-1)
-        chosen = logprobs.gather(1, tokens.unsqueeze(-1)).squeeze(-1).tolist()
         top_k = max(row.handle.params.top_logprobs for row in rows)
-        top_v: list[list[float]] = []
-        top_i: list[list[int]] = []
-        if top_k:
-            values, indices = logprobs.topk(min(top_k, logprobs.shape[-1]), dim=-1)
-            top_v, top_i = values.tolist(), indices.tolist()
-        token_list: list[int] = tokens.tolist()
+        tokens, packed = batch.sample(top_k)
+        fetch = _fetch(packed)
+        if self._overlap:
+            batch.advance(tokens)
+            self.forward_passes += 1
+        table = fetch()
         keep: list[int] = []
         for i, row in enumerate(rows):
             if row.handle.cancelled:
                 _emit(row, _end(row, "abort"))
                 continue
-            tid = token_list[i]
+            values = table[i]
+            tid = int(values[0])
             row.generated += 1
             self.generated_tokens += 1
-            k = row.handle.params.top_logprobs
-            tops = tuple(zip(top_i[i][:k], top_v[i][:k], strict=True)) if k else ()
+            tops = _tops(values, row.handle.params.top_logprobs)
             finish, stop_reason, text = self._advance(row, tid)
             event = TokenEvent(
-                row.index, tid, chosen[i], tops, text, finish, stop_reason, row.version
+                row.index, tid, values[1], tops, text, finish, stop_reason, row.version
             )
             _emit(row, event)
             if finish is None:
                 keep.append(i)
-        if not keep:
-            self._rows, self._batch = [], None
-            return
         if len(keep) < len(rows):
-            batch.select(keep)
-            tokens = tokens.index_select(0, torch.tensor(keep, device=tokens.device))
+            if not self._overlap:
+                tokens = tokens[torch.tensor(keep, dtype=torch.long, device=tokens.device)]
+            batch.drop(keep)
             self._rows = [rows[i] for i in keep]
-        batch.decode(self.model, tokens)
-        self.forward_passes += 1
+        if keep and not self._overlap:
+            batch.advance(tokens)
+            self.forward_passes += 1
         self.max_rows = max(self.max_rows, len(self._rows))
 
     def _advance(self, row: _Row, tid: int) -> tuple[str | None, str | int | None, str]:
@@ -186,6 +213,29 @@ class BatchExecutor:
         if row.generated >= params.max_tokens:
             return "length", None, text + row.stream.finish()
         return None, None, text
+
+
+def _tops(values: list[float], k: int) -> tuple[tuple[int, float], ...]:
+    """The ``k`` best (id, logprob) pairs of a row of :meth:`RunningBatch.sample`'s table."""
+    width = (len(values) - 2) // 2
+    k = min(k, width)
+    ids, logprobs = values[2 : 2 + k], values[2 + width : 2 + width + k]
+    return tuple((int(t), lp) for t, lp in zip(ids, logprobs, strict=True))
+
+
+def _fetch(packed: torch.Tensor) -> Callable[[], list[list[float]]]:
+    """Start copying ``packed`` to the host; the returned function waits for it."""
+    if packed.device.type != "cuda":
+        return packed.tolist
+    host = packed.to("cpu", non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+
+    def wait() -> list[list[float]]:
+        done.synchronize()
+        return host.tolist()
+
+    return wait
 
 
 def _end(row: _Row, reason: str, *, error: str | None = None) -> TokenEvent:

@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass
 
 import torch
+from fulmen.errors import ServingError
 
 __all__ = [
     "MAX_TOP_LOGPROBS",
@@ -28,7 +29,7 @@ MAX_TOP_LOGPROBS = 20
 """Largest number of alternatives per token the engine returns (vLLM's default limit)."""
 
 
-class SamplingParamsError(ValueError):
+class SamplingParamsError(ServingError, ValueError):
     """A sampling parameter is invalid. ``param`` names it (the OpenAI request field)."""
 
     def __init__(self, param: str, message: str) -> None:
@@ -123,14 +124,25 @@ def sample_tokens(
     temperature: torch.Tensor,
     top_p: torch.Tensor,
     uniforms: torch.Tensor,
+    *,
+    any_sampled: bool | None = None,
+    any_nucleus: bool | None = None,
 ) -> torch.Tensor:
-    """Pick one token per row.
+    """Pick one token per row, on the logits' device.
+
+    Each row's rule depends on that row alone, so a row picks the same token whatever shares
+    its batch: temperature 0 takes the argmax; otherwise the tempered distribution is sampled
+    by inverse CDF with the row's uniform, over the whole vocabulary in vocabulary order when
+    ``top_p == 1``, over the nucleus in order of decreasing probability when ``top_p < 1``.
 
     Args:
-        logits: ``[B, V]`` raw logits (any float dtype).
+        logits: ``[B, V]`` raw logits (any float dtype; computed in float32).
         temperature: ``[B]``; rows with 0 take the argmax.
         top_p: ``[B]`` nucleus mass per row.
         uniforms: ``[B]`` float64 uniforms in ``[0, 1)``, one per row.
+        any_sampled: Whether some row has a temperature above 0; None reads it from
+            ``temperature`` (a device-to-host sync on an accelerator).
+        any_nucleus: Whether some sampled row has ``top_p < 1``; None reads it from ``top_p``.
 
     Returns:
         ``[B]`` int64 token ids.
@@ -138,17 +150,27 @@ def sample_tokens(
     logits = logits.float()
     greedy = temperature <= 0.0
     chosen = logits.argmax(dim=-1)
-    if bool(greedy.all()):
+    if any_sampled is None:
+        any_sampled = not bool(greedy.all())
+    if not any_sampled:
         return chosen
+    if any_nucleus is None:
+        any_nucleus = bool((top_p < 1.0).any())
     safe_t = torch.where(greedy, torch.ones_like(temperature), temperature).clamp_min(1e-6)
     probs = torch.softmax(logits / safe_t.unsqueeze(-1), dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
-    before = sorted_probs.cumsum(dim=-1) - sorted_probs
-    keep = before < top_p.unsqueeze(-1)
-    keep[:, 0] = True
-    kept = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs)).double()
-    cdf = kept.cumsum(dim=-1)
-    target = (uniforms * cdf[:, -1]).unsqueeze(-1)
+    order: torch.Tensor | None = None
+    if any_nucleus:
+        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True, stable=True)
+        before = sorted_probs.cumsum(dim=-1) - sorted_probs
+        keep = before < top_p.unsqueeze(-1)
+        keep[:, 0] = True
+        kept = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
+        nucleus = (top_p < 1.0).unsqueeze(-1)
+        probs = torch.where(nucleus, kept, probs)
+        vocab = torch.arange(probs.shape[-1], device=probs.device).expand_as(sorted_ids)
+        order = torch.where(nucleus, sorted_ids, vocab)
+    cdf = probs.double().cumsum(dim=-1)
+    target = (uniforms.to(cdf.device) * cdf[:, -1]).unsqueeze(-1)
     index = torch.searchsorted(cdf, target, right=True).clamp_max(cdf.shape[-1] - 1)
-    sampled = order.gather(-1, index).squeeze(-1)
+    sampled = (index if order is None else order.gather(-1, index)).squeeze(-1)
     return torch.where(greedy, chosen, sampled)
