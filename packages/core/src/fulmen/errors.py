@@ -23,7 +23,9 @@ The tree (the module that defines, or re-exports, each class in brackets)::
     ├── AdapterError (RuntimeError)               [fulmen.adapters]
     ├── BackendError (RuntimeError)               a training backend cannot run
     │   ├── BackendNotFound (LookupError)         [fulmen.backend]
-    │   └── GPUUnavailableError                   [fulmen_verl]
+    │   ├── GPUUnavailableError                   [fulmen_verl]
+    │   └── ChatMaskError (ValueError)            a chat template the trainer cannot mask
+    │                                             [fulmen_local.model.chat_mask]
     ├── ServingError                              the embedded inference server refused a request
     │   ├── ApiError                              [fulmen_local.server.errors]
     │   ├── SamplingParamsError (ValueError)      [fulmen_local.server.sampling]

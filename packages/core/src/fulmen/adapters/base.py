@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Self
 
 from fulmen.context import EpisodeContext, NoEpisodeError, current_episode, find_episode
+from fulmen.errors import AdapterError, MissingDependencyError
 from fulmen.protocol import request_id_of
 
 __all__ = [
@@ -49,20 +50,6 @@ __all__ = [
     "FrameworkRequirement",
     "episode_for_response",
 ]
-
-
-class AdapterError(RuntimeError):
-    """Misuse of an adapter (e.g. attaching one while another instance is attached)."""
-
-
-class MissingDependencyError(ImportError):
-    """A framework an adapter needs is not installed; the message names the install line."""
-
-    def __init__(self, *, feature: str, package: str, install: str) -> None:
-        super().__init__(f"{feature} needs {package}, which is not installed: {install}")
-        self.package = package
-        self.install = install
-
 
 DEFAULT_MODEL: Final = "policy"
 """The model name ``fulmen train`` serves: ``model_for``'s default."""

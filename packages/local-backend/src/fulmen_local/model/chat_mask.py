@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fulmen.errors import BackendError
 from transformers import PreTrainedTokenizerBase
 
 from fulmen_local.server.template import normalize_messages
@@ -44,7 +45,7 @@ __all__ = ["ChatMaskError", "ChatTokens", "encode_chat_tokens", "has_generation_
 _GENERATION_BLOCK = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
-class ChatMaskError(ValueError):
+class ChatMaskError(BackendError, ValueError):
     """The assistant tokens of a conversation cannot be told apart (see the module docstring)."""
 
 
