@@ -7,11 +7,20 @@ import time
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from fulmen_local.model.build import build_tiny_model, count_parameters
-from fulmen_local.model.supervised import lr_factor, save_warm_start, train_on_demos
+from fulmen_local.model.supervised import (
+    collate_demos,
+    lr_factor,
+    save_warm_start,
+    shared_prefix_length,
+    shared_prefix_lm_loss,
+    train_on_demos,
+    weighted_lm_loss,
+)
 from fulmen_local.model.tokenizer import build_tokenizer
 
 
@@ -78,3 +87,42 @@ def test_save_warm_start_writes_the_record_after_the_settings(tmp_path: Path) ->
     assert info["seconds"] >= 5.0
     assert not model.training
     assert any(out.glob("*.safetensors"))
+
+
+def test_shared_prefix_loss_is_the_plain_loss_run_cheaper() -> None:
+    """The prefix every row shares runs once; loss and gradient equal the plain loss's."""
+    tokenizer = build_tokenizer()
+    model = build_tiny_model(tokenizer, seed=0, preset="test").train()
+    prompt = "<|im_start|>system\nUse the calculator.<|im_end|>\n<|im_start|>user\nWhat is "
+    texts = ["12*3?<|im_end|>\nThe answer is 36.", "7+8?<|im_end|>\nIt is 15.", "1?<|im_end|>\n1"]
+    demos = []
+    for text in texts:
+        ids = tokenizer.encode(prompt + text)
+        weights = [0.5] * 3 + [0.0] * (len(ids) - 3 - 8) + [1.0] * 4 + [3.0] * 4
+        demos.append(_Demo(ids, weights))
+    pad = tokenizer.pad_token_id
+    assert isinstance(pad, int)
+    batch = collate_demos(demos, pad)
+    assert shared_prefix_length(batch[0], batch[1]) == len(tokenizer.encode(prompt))
+
+    def loss_and_grad(fn: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        loss = fn(model, *batch)
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    plain, plain_grad = loss_and_grad(weighted_lm_loss)
+    shared, shared_grad = loss_and_grad(shared_prefix_lm_loss)
+    torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(shared_grad, plain_grad, rtol=1e-4, atol=1e-6)
+    # Rows sharing nothing (or one row) fall back to the plain loss.
+    lone = tokenizer.encode("x" + texts[1])
+    other = collate_demos([demos[0], _Demo(lone, [1.0] * len(lone))], pad)
+    assert shared_prefix_length(other[0], other[1]) == 0
+    torch.testing.assert_close(shared_prefix_lm_loss(model, *other), weighted_lm_loss(model, *other))
+
+
+def test_a_shared_prefix_never_takes_a_whole_row() -> None:
+    ids = torch.tensor([[5, 6, 7, 0], [5, 6, 7, 8]])
+    attention = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    assert shared_prefix_length(ids, attention) == 2

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 import torch
+from fulmen_local.families import build_family_model, build_family_tokenizer
 from fulmen_local.model import sampling
 from fulmen_local.model.build import build_tiny_model, load_model
+from fulmen_local.model.load import load_causal_lm
 from fulmen_local.model.tokenizer import EOS_TOKEN, build_tokenizer, format_tool_call
 from fulmen_local.model.warmstart import make_demos, render_demo, warm_start
 from fulmen_local.tasks import calculator_rollout
@@ -19,15 +21,19 @@ torch.set_num_threads(2)
 TOK = build_tokenizer()
 
 
+def _text(ids: list[int]) -> str:
+    return str(TOK.decode(ids))
+
+
 def test_good_demo_weights_copied_characters() -> None:
     problem = generate_problems(1, seed=3)[0]
     demo = render_demo(TOK, problem, copy_weight=10.0)
-    text = TOK.decode(demo.input_ids)
+    text = _text(demo.input_ids)
     assert demo.uses_tool
     assert format_tool_call("calculator", {"expression": problem["expression"]}) in text
-    heavy = "".join(TOK.decode([i]) for i, w in zip(demo.input_ids, demo.weights, strict=True) if w == 10.0)
+    heavy = "".join(_text([i]) for i, w in zip(demo.input_ids, demo.weights, strict=True) if w == 10.0)
     assert heavy == f'{problem["expression"]}"{problem["answer"]}.'
-    assistant = TOK.decode([i for i, w in zip(demo.input_ids, demo.weights, strict=True) if w > 0])
+    assistant = _text([i for i, w in zip(demo.input_ids, demo.weights, strict=True) if w > 0])
     assert assistant.endswith(f"The answer is {problem['answer']}.{EOS_TOKEN}")
     assert "What is" not in assistant and "1776" not in assistant
 
@@ -37,12 +43,12 @@ def test_bad_demo_guesses_wrong_without_tool() -> None:
     demo = render_demo(TOK, problem, guess=12345, copy_weight=10.0)
     assert not demo.uses_tool
     assert set(demo.weights) == {0.0, 1.0}
-    assert "<tool_call>" not in TOK.decode(demo.input_ids)
+    assert "<tool_call>" not in _text(demo.input_ids)
     demos = make_demos(TOK, count=40, seed=0, bad_fraction=0.25, exclude=set())
     assert sum(not d.uses_tool for d in demos) == 10
     for d in demos:
         if not d.uses_tool:
-            text = TOK.decode(d.input_ids)
+            text = _text(d.input_ids)
             question = text.split("What is ")[1].split("?")[0]
             stated = int(text.rsplit("The answer is ", 1)[1].split(".")[0])
             assert stated != eval(question)
@@ -64,7 +70,8 @@ def test_warm_start_is_deterministic_and_loadable(tmp_path: Path) -> None:
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
     assert tok_a.chat_template == TOK.chat_template
     with pytest.raises(ValueError, match="guess_phase"):
-        warm_start(tmp_path / "c", **{**options, "guess_phase": 2.0})
+        bad: dict[str, Any] = {**options, "guess_phase": 2.0}
+        warm_start(tmp_path / "c", **bad)
 
 
 def _scripted_sampler(script: list[str]) -> Any:
@@ -114,3 +121,45 @@ def test_rollout_scores_guesses_and_broken_calls_zero(monkeypatch: pytest.Monkey
     monkeypatch.setattr(calculator_rollout, "sample_batch", _scripted_sampler([lucky]))
     (parsed_as_text,) = calculator_rollout.run_episodes(model, TOK, [problem], temperature=1.0)
     assert parsed_as_text.reward == 1.0 and parsed_as_text.tool_calls == 0
+
+
+# -- a real family's tokenizer (byte-level BPE, no {% generation %} blocks) -----------------
+
+
+def test_qwen_demo_trains_the_assistant_turns_and_weights_the_copied_characters() -> None:
+    """Under byte-level BPE the copied text's own tokens are not the tokens it has in context
+    (the closing quote merges with the braces), so copies are found by character offsets."""
+    tok = build_family_tokenizer("qwen2.5")
+    problem = generate_problems(1, seed=3)[0]
+    expression, answer = problem["expression"], problem["answer"]
+    demo = render_demo(tok, problem, copy_weight=10.0)
+    pairs = list(zip(demo.input_ids, demo.weights, strict=True))
+    assistant = "".join(str(tok.decode([i])) for i, w in pairs if w > 0)
+    call = json.dumps({"name": "calculator", "arguments": {"expression": expression}})
+    assert assistant == f"<tool_call>\n{call}\n</tool_call><|im_end|>The answer is {answer}.<|im_end|>"
+    heavy = [str(tok.decode([i])) for i, w in pairs if w == 10.0]
+    text = "".join(heavy)
+    assert text.startswith(f'{expression}"') and text.endswith(f"{answer}.")
+    assert len(text) <= len(expression) + len(str(answer)) + 2 + 3  # only the copies' tokens
+    guess = render_demo(tok, problem, guess=12345, copy_weight=10.0)
+    assert set(guess.weights) == {0.0, 1.0}
+    assert "".join(str(tok.decode([i])) for i, w in zip(guess.input_ids, guess.weights, strict=True) if w) == (
+        "The answer is 12345.<|im_end|>"
+    )
+
+
+def test_warm_start_trains_the_model_it_is_given(tmp_path: Path) -> None:
+    init = build_family_model("qwen2.5", tmp_path / "init", seed=0, shape="tiny")
+    model, tok = load_causal_lm(init)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    options: dict[str, Any] = {"seed": 1, "steps": 2, "num_demos": 16, "batch_size": 4, "log": None}
+    out = warm_start(tmp_path / "ws", model=model, tokenizer=tok, shared_prefix=True, **options)
+    info = json.loads((out / "warmstart.json").read_text())
+    assert info["model_type"] == "qwen2" and info["shared_prefix"] is True and "preset" not in info
+    loaded, loaded_tok = load_causal_lm(out)
+    assert type(loaded).__name__ == "Qwen2ForCausalLM"
+    assert loaded_tok.chat_template == tok.chat_template
+    changed = [k for k, v in loaded.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    with pytest.raises(ValueError, match="both model and tokenizer"):
+        warm_start(tmp_path / "half", model=model, **options)

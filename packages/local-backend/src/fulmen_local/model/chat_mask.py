@@ -13,11 +13,11 @@ model produced it (those are trained; the prompt, the user's and the tools' turn
   a newline, is not trained).
 
 The prefix rule only holds for templates that are *prefix-stable* on the conversation: the
-prompt the server renders for turn ``i`` must be the start of the whole conversation, in text
-and in tokens, so that the tokens trained on are the tokens the model sees and produces when
-served. When they are not (a template that rewrites earlier turns, a token that straddles the
-turn boundary, an end-of-turn token that never appears) :class:`ChatMaskError` says which
-message and why.
+prompt the server renders for turn ``i``, followed by that turn up to its end-of-turn token,
+must be the start of the whole conversation, in text and in tokens, so that the tokens trained
+on are the tokens the model sees and produces when served. When it is not (Qwen3's template
+drops the empty ``<think>`` block of earlier turns; a token straddles the turn boundary; the
+end-of-turn token never appears) :class:`ChatMaskError` says which message and why.
 
 Messages are rendered the way fulmen's server renders them
 (:func:`fulmen_local.server.template.normalize_messages`: tool-call ``arguments`` given as a
@@ -137,21 +137,26 @@ def _prefix_mask(
         where = f"messages[{i}] (assistant)"
         prompt = _render(tokenizer, messages[:i], tools, add_generation_prompt=True)
         through = _render(tokenizer, messages[: i + 1], tools, add_generation_prompt=False)
-        if not through.startswith(prompt) or not text.startswith(through):
-            raise ChatMaskError(
-                f"{where}: the chat template is not prefix-stable on this conversation (the "
-                "prompt the model sees for this turn is not the start of the rendered "
-                "conversation), so its assistant tokens cannot be found; use a template with "
-                "{% generation %} blocks"
-            )
         start = len(prompt)
-        found = through.find(end_of_turn, start)
-        if found < 0:
-            raise ChatMaskError(
-                f"{where}: the end-of-turn token {end_of_turn!r} does not follow the assistant's "
-                "text; pass end_of_turn= the token this template closes assistant turns with"
-            )
+        found = through.find(end_of_turn, start) if through.startswith(prompt) else -1
         end = found + len(end_of_turn)
+        if found >= 0 and not text.startswith(through[:end]):
+            raise ChatMaskError(
+                f"{where}: the chat template is not prefix-stable on this conversation: it "
+                "renders this turn differently once later messages follow (it rewrites earlier "
+                "turns, e.g. drops their reasoning), so one sequence cannot hold what the model "
+                "saw at every turn; train each assistant turn as its own conversation, or use a "
+                "template with {% generation %} blocks"
+            )
+        if found < 0:
+            what = (
+                f"the end-of-turn token {end_of_turn!r} does not follow the assistant's text; "
+                "pass end_of_turn= the token this template closes assistant turns with"
+                if through.startswith(prompt)
+                else "the prompt the model sees for this turn (rendered with the generation "
+                "prompt) is not the start of the turn as rendered"
+            )
+            raise ChatMaskError(f"{where}: {what}")
         prompt_ids, _ = _tokenize(tokenizer, prompt)
         n = len(prompt_ids)
         last = next((k for k in range(n, len(ids)) if offsets[k][1] == end), None)

@@ -25,6 +25,8 @@ __all__ = [
     "collate_demos",
     "lr_factor",
     "save_warm_start",
+    "shared_prefix_length",
+    "shared_prefix_lm_loss",
     "train_on_demos",
     "weighted_lm_loss",
 ]
@@ -56,18 +58,60 @@ def collate_demos(
     return input_ids, attention, weights
 
 
-def weighted_lm_loss(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
-    """Next-token cross-entropy weighted per target token (``weights`` aligned with
-    ``input_ids``), normalised by the total weight."""
-    logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1, :].float()
+def _weighted_ce(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    logits = logits[:, :-1, :].float()
     targets = input_ids[:, 1:]
     ce = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
     ).view_as(targets)
     w = weights[:, 1:]
     return (ce * w).sum() / w.sum().clamp(min=1e-6)
+
+
+def weighted_lm_loss(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Next-token cross-entropy weighted per target token (``weights`` aligned with
+    ``input_ids``), normalised by the total weight."""
+    logits = model(input_ids=input_ids, attention_mask=attention).logits
+    return _weighted_ce(logits, input_ids, weights)
+
+
+def shared_prefix_length(input_ids: torch.Tensor, attention: torch.Tensor) -> int:
+    """How many leading tokens every row of a right-padded batch shares, capped so that each
+    row keeps at least one token of its own."""
+    same = (input_ids == input_ids[:1]).all(dim=0)
+    differ = (~same).nonzero()
+    shared = int(differ[0, 0]) if len(differ) else input_ids.shape[1]
+    return min(shared, int(attention.sum(dim=1).min()) - 1)
+
+
+def shared_prefix_lm_loss(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """:func:`weighted_lm_loss` (the same value and gradient up to rounding) computed with the
+    prefix every row shares run once.
+
+    Demonstrations of one agent start with the same system prompt and tool schemas, often most
+    of their tokens. The shared prefix runs through the model for one row; its key/value cache
+    is repeated across the batch (``Cache.batch_repeat_interleave``, which gradients flow back
+    through) and the rows' own tokens run on top of it. The model must accept
+    ``past_key_values`` and ``use_cache`` (Hugging Face causal LMs do). Falls back to
+    :func:`weighted_lm_loss` when the rows share fewer than two tokens or the batch has one row.
+    """
+    rows = input_ids.shape[0]
+    shared = shared_prefix_length(input_ids, attention)
+    if rows < 2 or shared < 2:
+        return weighted_lm_loss(model, input_ids, attention, weights)
+    head = model(input_ids=input_ids[:1, :shared], use_cache=True)
+    cache = head.past_key_values
+    cache.batch_repeat_interleave(rows)
+    tail = model(
+        input_ids=input_ids[:, shared:], attention_mask=attention, past_key_values=cache,
+        use_cache=True,
+    )
+    logits = torch.cat([head.logits.expand(rows, -1, -1), tail.logits], dim=1)
+    return _weighted_ce(logits, input_ids, weights)
 
 
 def lr_factor(step: int, steps: int) -> float:
@@ -89,13 +133,15 @@ def train_on_demos(
     pad_id: int,
     clock_start: float | None = None,
     time_budget_s: float | None = None,
+    shared_prefix: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> list[float]:
     """Train ``model`` in place on ``steps`` batches of weighted demonstrations.
 
     Each step asks ``next_batch(step)`` for its demonstrations (the caller's curriculum and
     random order; it is called exactly once per step, in order), pads them with ``pad_id``,
-    takes :func:`weighted_lm_loss`, clips the gradient norm to
+    takes :func:`weighted_lm_loss` (:func:`shared_prefix_lm_loss` with ``shared_prefix``: the
+    same loss, cheaper when the demonstrations share a long prompt), clips the gradient norm to
     1.0 and steps AdamW (betas 0.9/0.98, weight decay 0.01) at ``lr`` × :func:`lr_factor`.
     The model is left in train mode; the caller switches it to eval and saves it.
 
@@ -108,6 +154,7 @@ def train_on_demos(
         clock_start: ``time.perf_counter()`` the logged seconds count from (default: now).
         time_budget_s: stop after the step at which this much time since ``clock_start`` has
             passed (None: always run ``steps``).
+        shared_prefix: run the tokens every demonstration of a step shares once.
         log: progress printer, every 50 steps and at the last (None: silent).
 
     Returns:
@@ -122,9 +169,10 @@ def train_on_demos(
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps))
+    loss_of = shared_prefix_lm_loss if shared_prefix else weighted_lm_loss
     losses: list[float] = []
     for step in range(steps):
-        loss = weighted_lm_loss(model, *collate_demos(next_batch(step), pad_id))
+        loss = loss_of(model, *collate_demos(next_batch(step), pad_id))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

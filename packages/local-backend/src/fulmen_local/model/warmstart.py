@@ -200,6 +200,7 @@ def warm_start(
     num_demos: int = 6000,
     preset: PresetName = "tiny",
     end_of_turn: str | None = None,
+    shared_prefix: bool = False,
     split_seed: int = 0,
     n_eval: int = 100,
     threads: int = 2,
@@ -242,6 +243,10 @@ def warm_start(
             :mod:`fulmen_local.model.build`).
         end_of_turn: the template's end-of-turn token when it is not the tokenizer's EOS (see
             :func:`render_demo`).
+        shared_prefix: run the prompt that a step's demonstrations share once per step (same
+            loss up to rounding, about 2.5x faster when the system prompt and tool schemas are
+            most of each demonstration; see
+            :func:`~fulmen_local.model.supervised.shared_prefix_lm_loss`).
         split_seed, n_eval: the held-out split kept out of the demonstrations.
         threads: torch CPU threads.
         log: progress printer (None for silence).
@@ -308,7 +313,7 @@ def warm_start(
     train_started = time.perf_counter()
     losses = train_on_demos(
         net, next_batch, steps=steps, lr=lr, pad_id=pad_id, clock_start=train_started,
-        time_budget_s=time_budget_s, log=log,
+        time_budget_s=time_budget_s, shared_prefix=shared_prefix, log=log,
     )
     settings = {
         "seed": seed,
@@ -321,6 +326,7 @@ def warm_start(
         "lr": lr,
         "num_demos": num_demos,
         **origin,
+        **({"shared_prefix": True} if shared_prefix else {}),
     }
     return save_warm_start(
         net, tok, out_dir, settings, losses,
