@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -10,7 +11,10 @@ import torch
 from fulmen_local.server import GenerationEngine, GenerationResult, SamplingParams
 from fulmen_local.server.attention import UnsupportedModelError
 from fulmen_local.server.batch import RowSampling, RunningBatch
+from fulmen_local.server.graphs import DecodeGraphs
 from fulmen_local.server.sampling import draw_uniforms, sample_tokens
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 
 def _fresh_logprobs(model: Any, prompt: list[int], tokens: tuple[int, ...]) -> list[float]:
@@ -214,3 +218,137 @@ def test_sampling_rule_of_a_row_does_not_depend_on_its_neighbours() -> None:
         assert int(alone[0]) == int(mixed[row])
     nucleus = sample_tokens(logits[1:2], temps[:1], torch.tensor([0.5]), uniforms[1:2])
     assert int(nucleus[0]) == int(mixed[1])
+
+
+class _HostSyncSpy(TorchDispatchMode):
+    """Records operators that read a tensor's value on the host (on a GPU, a sync that stalls
+    the launch queue): ``.item()``, ``bool(t)``, data-dependent shapes."""
+
+    SYNCS = ("aten::_local_scalar_dense", "aten::is_nonzero", "aten::nonzero", "aten::equal")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func._schema.name in self.SYNCS:
+            self.seen.append(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2_sliding"])
+def test_decode_steps_never_read_device_values_on_the_host(random_model: Any, family: str) -> None:
+    """Sampling, decode passes (the model's included) and dropping rows queue device work only;
+    the one read per step is the executor's packed transfer. A sync inside the decode pass
+    would also break CUDA graph capture."""
+    uniforms = draw_uniforms(1, 1, 8)[0]
+    rows = [RowSampling(1.0, 0.9, uniforms), RowSampling(0.0, 1.0, uniforms)]
+    model = random_model if family == "llama" else _qwen2_mixed().eval()
+    batch = RunningBatch(model, capacity=4, pad_id=0, device=torch.device("cpu"))
+    with torch.inference_mode():
+        batch.admit([[5, 6, 7], [8, 9]], rows)
+        with _HostSyncSpy() as spy:
+            tokens, packed = batch.sample(top_k=2)
+            batch.advance(tokens)
+            batch.drop([1])
+            batch.advance(tokens[1:])
+            batch.sample(top_k=0)
+    assert spy.seen == []
+    assert packed.shape == (2, 6)
+    with _HostSyncSpy() as spy, torch.inference_mode():
+        bool(packed.sum() > 0)
+    assert spy.seen, "the spy must see a host read"
+
+
+class _RecordedGraph:
+    """CPU stand-in for ``torch.cuda.CUDAGraph`` with its semantics: capture records the
+    operators run (Python is not re-run); replay re-executes them on the captured tensors and
+    writes results into the captured outputs. A tensor replaced after capture is not seen by
+    a replay, exactly as a real graph keeps reading the old memory."""
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[Any, Any, Any, Any]] = []
+
+    def replay(self) -> None:
+        for func, args, kwargs, out in self.ops:
+            new = func(*args, **kwargs)
+            inputs = {
+                t.untyped_storage().data_ptr()
+                for t in tree_leaves((args, kwargs))
+                if isinstance(t, torch.Tensor)
+            }
+            for old, fresh in zip(tree_leaves(out), tree_leaves(new), strict=True):
+                # outputs that alias an input (views, in-place results) are already current
+                if isinstance(old, torch.Tensor) and old.untyped_storage().data_ptr() not in inputs:
+                    old.copy_(fresh)
+
+    def pool(self) -> None:
+        return None
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, graph: _RecordedGraph) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        self.graph.ops.append((func, args, kwargs or {}, out))
+        return out
+
+
+class _NoStream:
+    def wait_stream(self, other: object) -> None:
+        pass
+
+
+def test_graph_replays_match_eager_passes(
+    monkeypatch: pytest.MonkeyPatch, random_model: Any
+) -> None:
+    """Decode passes replayed from captured graphs (buckets, idle slots, rows joining and
+    leaving, buffers growing) give the logits of eager passes."""
+
+    def capture(graph: _RecordedGraph, **_: object) -> _Recorder:
+        return _Recorder(graph)
+
+    def no_stream(*_: object) -> _NoStream:
+        return _NoStream()
+
+    def no_context(*_: object) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _RecordedGraph)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    monkeypatch.setattr(torch.cuda, "Stream", no_stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", no_stream)
+    monkeypatch.setattr(torch.cuda, "stream", no_context)
+    cpu = torch.device("cpu")
+    graphed = RunningBatch(random_model, capacity=8, pad_id=0, device=cpu)
+    graphed.graphs = DecodeGraphs(cpu)
+    eager = RunningBatch(random_model, capacity=8, pad_id=0, device=cpu)
+    uniforms = torch.full((3,), 0.5, dtype=torch.float64)  # short max_tokens: columns grow
+    rows = [RowSampling(0.0, 1.0, uniforms)]
+    script: list[tuple[str, Any]] = [
+        ("admit", [[5, 6, 7], [8, 9], [10, 11, 12, 13]]),
+        *[("advance", None)] * 3,
+        ("admit", [[14, 15], [16, 17, 18, 19, 20, 21]]),  # 5 rows: slots and columns grow
+        *[("advance", None)] * 4,
+        ("drop", [0, 2, 4]),
+        *[("advance", None)] * 9,  # past the rows' ends: columns grow again
+        ("drop", [2]),
+        *[("advance", None)] * 2,
+    ]
+    with torch.inference_mode():
+        for step, (action, arg) in enumerate(script):
+            for batch in (graphed, eager):
+                if action == "admit":
+                    batch.admit(arg, rows * len(arg))
+                elif action == "drop":
+                    batch.drop(arg)
+                else:
+                    batch.advance(torch.arange(batch.size) + 30 + step)
+            assert graphed.logits is not None and eager.logits is not None
+            assert torch.allclose(graphed.logits, eager.logits, atol=1e-5), (step, action)
+    graphs = graphed.graphs
+    assert graphs.failure is None and graphs.replays == 18
+    assert graphs.captures >= 4  # buckets 4, 8, 4 (after growth), 1

@@ -167,15 +167,15 @@ class RunningBatch:
             return
         moves = [(src, dst) for dst, src in enumerate(keep) if src != dst]
         if moves:
-            source = torch.tensor([s for s, _ in moves], device=self.device)
-            target = torch.tensor([d for _, d in moves], device=self.device)
+            source = self._index([s for s, _ in moves])
+            target = self._index([d for _, d in moves])
             self.cache.move(source, target, max(self._next_cols[s] for s, _ in moves))
             for t in self._state():
                 t[target] = t[source]
         for t in (self._start, self._col, self._pos):
             t[m:n] = 0  # idle slots attend to column 0 alone (graph replays compute them)
         if self.logits is not None:
-            self.logits = self.logits[torch.tensor(list(keep), device=self.device)] if m else None
+            self.logits = self.logits[self._index(keep)] if m else None
         self.size = m
         self._next_cols = [self._next_cols[i] for i in keep]
         self._ends = [self._ends[i] for i in keep]
@@ -253,6 +253,14 @@ class RunningBatch:
 
     # ------------------------------------------------------------------ storage
 
+    def _index(self, values: Sequence[int]) -> torch.Tensor:
+        """``values`` as an int64 tensor on the device. On CUDA the copy goes through pinned
+        memory without blocking, so the host does not wait for the queued decode pass."""
+        host = torch.tensor(list(values), dtype=torch.long)
+        if self.device.type != "cuda":
+            return host
+        return host.pin_memory().to(self.device, non_blocking=True)
+
     def _check_writes(self) -> None:
         written = self.cache.layers_written()
         if any(w != 1 for w in written):
@@ -288,8 +296,9 @@ class RunningBatch:
         self._uniforms = torch.full((slots, steps), 0.5, dtype=torch.float64, device=device)
 
     def _reserve(self, slots: int, columns: int, end_bound: int, steps: int) -> None:
-        """Grow slots (doubling, up to ``capacity``), KV columns (doubling, not past
-        ``end_bound``, the furthest column a row may reach) and uniform steps as needed."""
+        """Grow slots (doubling, up to ``capacity``), KV columns (at least doubling, not past
+        ``end_bound``, the furthest column a row may reach) and uniform steps as needed.
+        Capacities never shrink: buffers (and captured graphs) are reused by later rows."""
         changed = False
         if slots > self._slots or steps > self._steps_cap:
             new_slots = self._slots
@@ -306,8 +315,8 @@ class RunningBatch:
             self._slots, self._steps_cap = new_slots, new_steps
             changed = True
         cols = self.cache.column_capacity
-        if columns > cols:
-            cols = max(columns, min(max(2 * cols, _MIN_COLUMNS), end_bound))
+        if columns > cols:  # room for the rows' ends if near, else 2-4x: few moves and graphs
+            cols = max(columns, min(max(2 * cols, 4 * columns, _MIN_COLUMNS), end_bound))
         if self._slots > self.cache.slot_capacity or cols > self.cache.column_capacity:
             self.cache.reserve(self._slots, cols)
             changed = True

@@ -227,7 +227,8 @@ def _fetch(packed: torch.Tensor) -> Callable[[], list[list[float]]]:
     """Start copying ``packed`` to the host; the returned function waits for it."""
     if packed.device.type != "cuda":
         return packed.tolist
-    host = packed.to("cpu", non_blocking=True)
+    host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+    host.copy_(packed, non_blocking=True)
     done = torch.cuda.Event()
     done.record()
 
