@@ -1,0 +1,210 @@
+"""The metrics schema: the one set of key names every backend's ``metrics.jsonl`` uses.
+
+A training run appends one JSON object per event to ``<output_dir>/metrics.jsonl``. Every row
+has ``kind`` (``"train"`` or ``"eval"``) and ``step``. The step driver
+(:mod:`fulmen.train.driver`) writes the rollout, batch and timing keys itself; the backend's
+:meth:`Policy.update <fulmen.train.policy.Policy.update>` returns the update keys. The readers
+(``fulmen watch``, ``fulmen dashboard``, the alarms of :mod:`fulmen.observe.alarms`) read
+these names and no others: a backend with its own names maps them before they reach a row.
+
+**Train rows** (``kind = "train"``, ``step`` = training steps completed).
+
+Rollout, from the step's episode records (:func:`rollout_metrics`):
+
+=========================  ==========================================================
+``reward_mean``            mean outcome reward of the succeeded episodes (0.0 if none)
+``reward_std``             population std of those outcomes (0.0 for fewer than two)
+``success_rate``           succeeded episodes with outcome > 0, over **all** episodes
+``episodes``               episode slots of the step (a retried slot counts once)
+``failed_episodes``        slots whose last attempt failed (never trained, never scored)
+``infra_failed_episodes``  of those, failed for infrastructure reasons
+``retried_episodes``       slots that needed more than one attempt
+``timeouts``               slots whose last attempt timed out
+``llm_calls``              recorded LLM calls (transitions)
+``tool_call_rate``         fraction of LLM calls that asked for a tool
+``response_tokens``        generated tokens of the step
+``no_signal_groups``       credit groups whose episodes all scored the same
+``dropped_groups``         groups dropped for that (``[credit] drop_no_signal``)
+``drift_breaks``           prefix merges broken by token drift (``merged`` mode)
+=========================  ==========================================================
+
+Batch, written by the driver: ``rows`` (training rows built), ``skipped_update`` (1, only on a
+step with no row: nothing was trained) and ``batch/<counter>`` for every counter of
+:attr:`fulmen.batch.Batch.stats` (every exclusion is counted there: failed episodes, groups
+without signal, unselected agents, untrainable calls, overlong rows...).
+
+Timing, written by the driver: ``rollout_s`` (episodes), ``update_s`` (update + publish),
+``step_s`` (the whole step, evaluation included), ``rollout_tokens_per_s`` and
+``train_tokens_per_s`` (``num_tokens / update_s``). On an evaluation step also
+``eval_success_rate`` (the held-out success of the eval row of the same step).
+
+Update, returned by the backend (:data:`UPDATE_REQUIRED` always, :data:`UPDATE_OPTIONAL` when
+the backend measures them; all token-weighted means over the trained tokens unless said):
+
+====================  ===============================================================
+``loss``              the optimised loss
+``grad_norm``         gradient norm before clipping (mean over optimizer steps)
+``num_tokens``        trained tokens
+``pg_loss``           policy-gradient part of the loss
+``kl``                KL to the frozen reference (the ``kl_coef`` term; 0 without one)
+``approx_kl_old``     KL to the rollout policy (verl's ``ppo_kl``)
+``entropy``           token entropy of the policy, nats
+``clip_fraction``     fraction of tokens whose importance ratio was clipped
+``ratio_mean``        mean importance ratio; ``ratio_max`` its maximum
+``lr``                learning rate
+``num_rows``          rows trained; ``optimizer_steps`` optimizer steps taken
+====================  ===============================================================
+
+A backend may add its own metrics under a namespace of its own, ``<namespace>/<name>``
+(``verl/...``, ``perf/...``); ``batch/`` is the driver's.
+
+**Eval rows** (``kind = "eval"``; ``step`` 0 is before training): greedy decoding over the
+held-out tasks: ``success_rate``, ``reward_mean``, ``episodes``, ``failed_episodes``
+(:data:`EVAL_KEYS`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+
+from fulmen.errors import BackendError
+from fulmen.protocol import EpisodeRecord, EpisodeStatus, TerminationReason
+
+__all__ = [
+    "BATCH_PREFIX",
+    "EVAL_KEYS",
+    "ROLLOUT_KEYS",
+    "TRAIN_KEYS",
+    "UPDATE_KEYS",
+    "UPDATE_OPTIONAL",
+    "UPDATE_REQUIRED",
+    "check_update_metrics",
+    "outcome_of",
+    "rollout_metrics",
+]
+
+ROLLOUT_KEYS: tuple[str, ...] = (
+    "reward_mean",
+    "reward_std",
+    "success_rate",
+    "episodes",
+    "failed_episodes",
+    "infra_failed_episodes",
+    "retried_episodes",
+    "llm_calls",
+    "tool_call_rate",
+    "response_tokens",
+    "no_signal_groups",
+    "dropped_groups",
+    "drift_breaks",
+    "timeouts",
+)
+"""Keys of :func:`rollout_metrics`, in row order."""
+
+TRAIN_KEYS: tuple[str, ...] = (
+    *ROLLOUT_KEYS,
+    "update_s",
+    "rollout_s",
+    "rollout_tokens_per_s",
+    "train_tokens_per_s",
+    "rows",
+    "skipped_update",
+    "eval_success_rate",
+    "step_s",
+)
+"""Every key the driver writes on a train row, besides ``batch/*`` and the update's."""
+
+UPDATE_REQUIRED: tuple[str, ...] = ("loss", "grad_norm", "num_tokens")
+"""Keys every :meth:`Policy.update <fulmen.train.policy.Policy.update>` returns."""
+
+UPDATE_OPTIONAL: tuple[str, ...] = (
+    "pg_loss",
+    "kl",
+    "approx_kl_old",
+    "entropy",
+    "clip_fraction",
+    "ratio_mean",
+    "ratio_max",
+    "lr",
+    "num_rows",
+    "optimizer_steps",
+)
+"""Keys an update returns when the backend measures them."""
+
+UPDATE_KEYS: frozenset[str] = frozenset((*UPDATE_REQUIRED, *UPDATE_OPTIONAL))
+"""Every un-namespaced key an update may return."""
+
+EVAL_KEYS: tuple[str, ...] = ("success_rate", "reward_mean", "episodes", "failed_episodes")
+"""Keys of an eval row."""
+
+BATCH_PREFIX = "batch/"
+"""Namespace of the batch builder's counters (the driver's, never an update's)."""
+
+_DRIFT_PREFIX = "merge_breaks_"
+
+
+def check_update_metrics(metrics: Mapping[str, object]) -> dict[str, float]:
+    """``metrics`` (what an update returned) as floats, checked against the schema.
+
+    Raises:
+        BackendError: a required key is missing, a value is not a finite number, an
+            un-namespaced key is not an update key, or a key is in ``batch/``; the message
+            names the key.
+    """
+    missing = [k for k in UPDATE_REQUIRED if k not in metrics]
+    if missing:
+        raise BackendError(
+            f"the backend's update returned no {', '.join(missing)}: every update reports "
+            f"{', '.join(UPDATE_REQUIRED)} (see fulmen.train.schema)"
+        )
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if key.startswith(BATCH_PREFIX) or ("/" not in key and key not in UPDATE_KEYS):
+            raise BackendError(
+                f"the backend's update returned {key!r}, which is not an update key of the "
+                f"metrics schema ({', '.join(sorted(UPDATE_KEYS))}); put a backend's own "
+                "metric under a namespace of its own, e.g. 'mybackend/name'"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise BackendError(f"the backend's update returned {key} = {value!r}: not a finite number")
+        out[key] = float(value)
+    return out
+
+
+def outcome_of(record: EpisodeRecord) -> float:
+    """The episode's outcome: the sum of its main rewards (no name, no step); 0.0 for a failed
+    episode or one without such a reward."""
+    if record.episode.status is not EpisodeStatus.SUCCEEDED:
+        return 0.0
+    return sum((r.value for r in record.rewards if r.name is None and r.step is None), 0.0)
+
+
+def rollout_metrics(
+    records: Sequence[EpisodeRecord], batch_stats: Mapping[str, int]
+) -> dict[str, float | int]:
+    """The rollout keys (:data:`ROLLOUT_KEYS`) of a step: ``records`` are the final attempts
+    of its episode slots, ``batch_stats`` the batch builder's counters of those records."""
+    ok = [r for r in records if r.episode.status is EpisodeStatus.SUCCEEDED]
+    outcomes = [outcome_of(r) for r in ok]
+    transitions = [t for r in records for t in r.transitions]
+    terminations = [r.episode.termination for r in records if r.episode.status is not EpisodeStatus.SUCCEEDED]
+    dropped = batch_stats.get("dropped_groups_no_signal", 0)
+    return {
+        "reward_mean": statistics.fmean(outcomes) if outcomes else 0.0,
+        "reward_std": statistics.pstdev(outcomes) if len(outcomes) > 1 else 0.0,
+        "success_rate": sum(o > 0 for o in outcomes) / max(len(records), 1),
+        "episodes": len(records),
+        "failed_episodes": len(records) - len(ok),
+        "infra_failed_episodes": sum(1 for t in terminations if t is not None and t.infrastructure),
+        "retried_episodes": sum(r.episode.attempt > 1 for r in records),
+        "llm_calls": len(transitions),
+        "tool_call_rate": sum(bool(t.tool_calls) for t in transitions) / max(len(transitions), 1),
+        "response_tokens": sum(len(t.response_token_ids) for t in transitions),
+        # the normalising assigners count every flat group; the outcome ones only those they drop
+        "no_signal_groups": max(batch_stats.get("no_signal_groups", 0), dropped),
+        "dropped_groups": dropped,
+        "drift_breaks": sum(v for k, v in batch_stats.items() if k.startswith(_DRIFT_PREFIX)),
+        "timeouts": sum(1 for r in records if r.episode.termination is TerminationReason.TIMEOUT),
+    }
