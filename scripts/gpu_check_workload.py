@@ -199,3 +199,42 @@ async def http_round(url: str, shape: Shape, seed: int) -> dict[str, Any]:
         "wall_s": wall,
         "tokens_per_s": sum(tokens) / wall,
     }
+
+
+def generate_together(engine: Any, jobs: list[tuple[list[int], Any]]) -> list[Any]:
+    """Run ``jobs`` (prompt, params) as concurrent ``engine.generate`` calls; outputs[0]s."""
+    outs: list[Any] = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        outs[i] = engine.generate(jobs[i][0], jobs[i][1], timeout=120).outputs[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    return outs
+
+
+def training_rows(shape: Shape) -> list[Any]:
+    """``train_rows`` rows of ``train_len`` random ids, half prompt, half trained response."""
+    from fulmen.rows import TrainingRow
+
+    rng = random.Random(7)
+    half = shape.train_len // 2
+    rows = []
+    for i in range(shape.train_rows):
+        ids = [rng.randrange(shape.vocab - 2) for _ in range(shape.train_len)]
+        rows.append(
+            TrainingRow(
+                prompt_ids=tuple(ids[:half]),
+                response_ids=tuple(ids[half:]),
+                response_mask=(1,) * (len(ids) - half),
+                rollout_logprobs=tuple(-3.0 * rng.random() for _ in ids[half:]),
+                advantages=(rng.choice([-1.0, 1.0]) * rng.random(),) * (len(ids) - half),
+                group_id=f"g{i // 8}",
+                episode_id=f"e{i}",
+                seqs=(0,),
+            )
+        )
+    return rows

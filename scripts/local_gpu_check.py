@@ -46,7 +46,6 @@ import gc
 import json
 import logging
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -61,12 +60,13 @@ from gpu_check_workload import (  # the sibling file (scripts/ is on sys.path wh
     FULL,
     SMALL,
     TINY,
-    Shape,
     build_model,
     build_tokenizer,
     engine_round,
+    generate_together,
     http_round,
     sync,
+    training_rows,
     workload,
 )
 
@@ -111,20 +111,6 @@ class Context:
         return self.deadline - time.monotonic()
 
 
-def _generate_together(engine: Any, jobs: list[tuple[list[int], Any]]) -> list[Any]:
-    outs: list[Any] = [None] * len(jobs)
-
-    def run(i: int) -> None:
-        outs[i] = engine.generate(jobs[i][0], jobs[i][1], timeout=120).outputs[0]
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
-    return outs
-
-
 def phase_correctness(ctx: Context) -> dict[str, Any]:
     """GPU paths vs plain paths of the engine (fp32 small model); bf16 logprobs vs a forward."""
     import torch
@@ -144,7 +130,7 @@ def phase_correctness(ctx: Context) -> dict[str, Any]:
         engine = GenerationEngine(model, tok, max_batch_size=8, batch_window_ms=20, **kwargs)
         engine.start()
         try:
-            outs[name] = _generate_together(engine, jobs)
+            outs[name] = generate_together(engine, jobs)
             stats[name] = asdict(engine.stats)
         finally:
             engine.stop()
@@ -209,29 +195,6 @@ def phase_server(ctx: Context) -> dict[str, Any]:
         server.stop()
 
 
-def _training_rows(shape: Shape) -> list[Any]:
-    from fulmen.rows import TrainingRow
-
-    rng = random.Random(7)
-    half = shape.train_len // 2
-    rows = []
-    for i in range(shape.train_rows):
-        ids = [rng.randrange(shape.vocab - 2) for _ in range(shape.train_len)]
-        rows.append(
-            TrainingRow(
-                prompt_ids=tuple(ids[:half]),
-                response_ids=tuple(ids[half:]),
-                response_mask=(1,) * (len(ids) - half),
-                rollout_logprobs=tuple(-3.0 * rng.random() for _ in ids[half:]),
-                advantages=(rng.choice([-1.0, 1.0]) * rng.random(),) * (len(ids) - half),
-                group_id=f"g{i // 8}",
-                episode_id=f"e{i}",
-                seqs=(0,),
-            )
-        )
-    return rows
-
-
 def phase_trainer(ctx: Context) -> dict[str, Any]:
     import fulmen_local.trainer.updater as updater_module
     import torch
@@ -239,7 +202,7 @@ def phase_trainer(ctx: Context) -> dict[str, Any]:
     from fulmen_local.trainer.updater import GRPOConfig, GRPOUpdater, pack_micro_batches
 
     shape, model, device = ctx.shape, ctx.model, ctx.device
-    rows, pad = _training_rows(shape), shape.vocab - 1
+    rows, pad = training_rows(shape), shape.vocab - 1
     config = GRPOConfig(lr=1e-6, micro_batch_tokens=shape.micro_batch_tokens)
     updater = GRPOUpdater(model, config, pad_token_id=pad)
     groups = pack_micro_batches(rows, shape.micro_batch_tokens)
@@ -355,29 +318,51 @@ PHASES: list[tuple[str, Callable[[Context], dict[str, Any]], float]] = [
 """(name, function, seconds it needs at least to be started)."""
 
 
-def summary(data: dict[str, Any]) -> list[str]:
-    """Short lines: the figures against the issue's targets."""
+ANCHORS = {"static_128": 16_900.0, "eager_128": 2_250.0, "eager_32": 609.0, "eager_1": 18.6, "floor": 72_000.0}  # fmt: skip
+"""Figures measured earlier on such a machine with plain transformers (issue 15)."""
+
+
+def summary(data: dict[str, Any], tiny: bool = False) -> list[str]:
+    """Short lines: the figures against the issue's targets (and the anchors, full size)."""
     static = (data.get("static_generate") or {}).get("tokens_per_s")
+    anchors = {} if tiny else ANCHORS
+
+    def vs(key: str) -> str:
+        return f" (anchor {anchors[key]:,.1f})" if key in anchors else ""
+
+    anchor = anchors.get("static_128", 0.0)
     lines: list[str] = []
     for phase in ("engine", "server"):
         rate = (data.get(phase) or {}).get("tokens_per_s")
         if rate:
-            versus = f"{rate / static:.2f}x static (target >= 0.8)" if static else "no static"
-            lines.append(f"{phase}: {rate:,.0f} tok/s, {data[phase]['requests']} req; {versus}")
+            versus = [f"{rate / static:.2f}x static of this run"] if static else []
+            versus += [f"{rate / anchor:.2f}x anchor {anchor:,.0f}"] if anchor else []
+            lines.append(
+                f"{phase}: {rate:,.0f} tok/s, {data[phase]['requests']} req; "
+                f"{'; '.join(versus)} (target >= 0.8)"
+            )
     burst = (data.get("engine") or {}).get("burst") or {}
     if burst:
-        lines.append(f"engine burst: {burst['tokens_per_s']:,.0f} tok/s")
+        lines.append(f"engine burst (all at once): {burst['tokens_per_s']:,.0f} tok/s")
+    stats = (data.get("engine") or {}).get("stats") or {}
+    if stats:
+        lines.append(
+            f"engine graph replays {stats['graph_replays']}, failure {stats['graph_failure']}"
+        )
     if static:
-        lines.append(f"static generate: {static:,.0f} tok/s")
+        lines.append(f"static generate: {static:,.0f} tok/s{vs('static_128')}")
     for key, value in (data.get("eager_generate") or {}).items():
         if isinstance(value, dict) and "tokens_per_s" in value:
-            lines.append(f"eager generate {key}: {value['tokens_per_s']:,.0f} tok/s")
+            anchor_key = key.replace("batch", "eager")
+            lines.append(
+                f"eager generate {key}: {value['tokens_per_s']:,.0f} tok/s{vs(anchor_key)}"
+            )
     trainer = data.get("trainer") or {}
     if "updater_vs_floor" in trainer:
         lines.append(
             f"trainer: updater {trainer['grpo_updater_tokens_per_s']:,.0f} tok/s, floor "
-            f"{trainer['fwd_bwd_adamw_tokens_per_s']:,.0f}: {trainer['updater_vs_floor']:.2f} "
-            "(target >= 0.7)"
+            f"{trainer['fwd_bwd_adamw_tokens_per_s']:,.0f}{vs('floor')}: "
+            f"{trainer['updater_vs_floor']:.2f} (target >= 0.7)"
         )
     check = data.get("correctness") or {}
     if "ok_fp32" in check:
@@ -463,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def stop_at_budget() -> None:  # a phase overran: keep what was measured, print, exit
         report.put("stopped", f"watchdog: {args.budget_s + 25:.0f} s passed")
-        print("\n".join(["== summary (stopped by the watchdog) ==", *summary(report.data)]))
+        print(
+            "\n".join(["== summary (stopped by the watchdog) ==", *summary(report.data, args.tiny)])
+        )
         sys.stdout.flush()
         os._exit(3)
 
@@ -478,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         for h in handlers:
             root.removeHandler(h)
             h.close()
-    print("\n".join(["== summary ==", *summary(data)]))
+    print("\n".join(["== summary ==", *summary(data, args.tiny)]))
     return 0
 
 

@@ -352,3 +352,36 @@ def test_graph_replays_match_eager_passes(
     graphs = graphed.graphs
     assert graphs.failure is None and graphs.replays == 18
     assert graphs.captures >= 4  # buckets 4, 8, 4 (after growth), 1
+
+
+def test_failed_captures_fall_back_to_eager_passes(
+    monkeypatch: pytest.MonkeyPatch, random_model: Any
+) -> None:
+    attempts: list[int] = []
+
+    def failing_capture(graph: object, **_: object) -> contextlib.AbstractContextManager[None]:
+        attempts.append(1)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    def no_stream(*_: object) -> _NoStream:
+        return _NoStream()
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _RecordedGraph)
+    monkeypatch.setattr(torch.cuda, "graph", failing_capture)
+    monkeypatch.setattr(torch.cuda, "Stream", no_stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", no_stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda *_: contextlib.nullcontext())  # pyright: ignore[reportUnknownLambdaType]
+    cpu = torch.device("cpu")
+    graphed = RunningBatch(random_model, capacity=4, pad_id=0, device=cpu)
+    graphed.graphs = DecodeGraphs(cpu)
+    eager = RunningBatch(random_model, capacity=4, pad_id=0, device=cpu)
+    rows = [RowSampling(0.0, 1.0, torch.full((8,), 0.5, dtype=torch.float64))] * 2
+    with torch.inference_mode():
+        for batch in (graphed, eager):
+            batch.admit([[5, 6, 7], [8, 9]], rows)
+            for step in range(5):
+                batch.advance(torch.tensor([30 + step, 40 + step]))
+    assert graphed.logits is not None and eager.logits is not None
+    assert torch.equal(graphed.logits, eager.logits)
+    assert len(attempts) == graphed.graphs.failures == 3  # then graphs stay off
+    assert "stream is capturing" in (graphed.graphs.failure or "")

@@ -101,7 +101,7 @@ class EngineStats:
     graph_replays: int = 0
     """Decode passes replayed as CUDA graphs."""
     graph_failure: str | None = None
-    """Why CUDA graphs were switched off (None: on, or not used)."""
+    """Why the last CUDA graph capture failed (None if none did)."""
 
 
 class GenerationEngine:

@@ -114,7 +114,7 @@ class BatchExecutor:
 
     @property
     def graph_failure(self) -> str | None:
-        """Why CUDA graphs were switched off, if they were."""
+        """Why the last CUDA graph capture failed, if one did."""
         graphs = self._batch.graphs
         return None if graphs is None else graphs.failure
 

@@ -11,8 +11,8 @@ idle slots up to the bucket size; their results are ignored. Graphs attend over 
 whole column capacity (a graph's shapes are fixed).
 
 If a capture fails (an operation that cannot be captured, such as a host sync inside the
-model), graphs are switched off for good and the engine runs eager passes (a warning is
-logged).
+model, or another thread's CUDA work interfering), that step runs eagerly and a warning is
+logged; after :data:`MAX_FAILURES` failures graphs are switched off for good.
 """
 
 from __future__ import annotations
@@ -23,9 +23,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["DecodeGraphs", "DecodePass"]
+__all__ = ["MAX_FAILURES", "DecodeGraphs", "DecodePass"]
 
 _log = logging.getLogger(__name__)
+
+MAX_FAILURES = 3
+"""Failed captures after which graphs stay off."""
 
 DecodePass = Callable[[torch.Tensor, int, int], torch.Tensor]
 """``(ids [count, 1], count, width) -> logits [count, V]``: a decode pass of slots
@@ -46,7 +49,8 @@ class DecodeGraphs:
         self._pool: Any = None  # torch's graph memory-pool handle
         self._key: tuple[int, int] | None = None
         self.failure: str | None = None
-        """Why graphs were switched off (None while they work)."""
+        """Why the last capture failed (None if none did)."""
+        self.failures = 0
         self.captures = 0
         self.replays = 0
 
@@ -66,7 +70,7 @@ class DecodeGraphs:
             ``[count, V]`` logits, a view of the graph's output (valid until the next
             replay), or None when graphs are off (the caller then runs ``decode`` itself).
         """
-        if self.failure is not None:
+        if self.failures >= MAX_FAILURES:
             return None
         if self._key != (slots, width):
             self.invalidate()
@@ -79,9 +83,11 @@ class DecodeGraphs:
         if entry is None:
             try:
                 entry = self._capture(decode, bucket, width)
-            except Exception as exc:  # any capture problem: fall back to eager passes
+            except Exception as exc:  # any capture problem: this step runs eagerly
+                self.failures += 1
                 self.failure = f"{type(exc).__name__}: {exc}"
-                _log.warning("CUDA graph capture failed, decoding eagerly: %s", self.failure)
+                off = " (graphs now off)" if self.failures >= MAX_FAILURES else ""
+                _log.warning("CUDA graph capture failed%s: %s", off, self.failure)
                 self.invalidate()
                 return None
         graph, logits = entry
