@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from fulmen.config import ConfigError, parse_config
 from fulmen.store import open_store
-from fulmen_local.train.checkpoint import latest_checkpoint
+from fulmen.train import latest_checkpoint
 from fulmen_local.train.loop import run_training
 
 REPO = Path(__file__).resolve().parents[2]

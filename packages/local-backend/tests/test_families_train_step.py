@@ -18,8 +18,8 @@ import pytest
 import torch
 from fulmen.config import parse_config
 from fulmen.store import open_store
+from fulmen.train import latest_checkpoint
 from fulmen_local.families import FAMILIES, build_family_model
-from fulmen_local.train.checkpoint import latest_checkpoint
 from fulmen_local.train.loop import run_training
 from safetensors.torch import load_file
 from transformers import AutoTokenizer

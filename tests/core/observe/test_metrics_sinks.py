@@ -1,4 +1,4 @@
-"""Metrics sinks: JSONL and TensorBoard always; W&B / MLflow only when named in ``[run] trackers``,
+"""Metrics sinks: JSONL always, TensorBoard when the backend asks (the embedded one does); W&B / MLflow only when named in ``[run] trackers``,
 with a clear error naming the pip install when one is not installed. No network: W&B runs
 offline. (mlflow is not installed here, and must not be installed for these tests.)"""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fulmen.config import ConfigError, parse_config
-from fulmen_local.train.metrics import MetricsWriter, read_metrics
+from fulmen.train.metrics_log import MetricsWriter, read_metrics
 
 BASE = {"agent": {"entry": "a:b"}, "data": {"train": "a:b"}, "model": {"path": "m"}}
 
@@ -22,9 +22,9 @@ def test_the_default_writer_never_imports_a_tracker(tmp_path: Path) -> None:
         "import sys\n"
         "from pathlib import Path\n"
         "from fulmen.config import parse_config\n"
-        "from fulmen_local.train.metrics import MetricsWriter\n"
+        "from fulmen.train.metrics_log import MetricsWriter\n"
         f"parse_config({BASE!r})\n"
-        f"w = MetricsWriter(Path({str(tmp_path)!r}))\n"
+        f"w = MetricsWriter(Path({str(tmp_path)!r}), tensorboard=True)\n"
         "w.write('train', 1, {'reward_mean': 0.5})\n"
         "w.close()\n"
         "print(sorted(m for m in ('wandb', 'mlflow') if m in sys.modules))\n"
@@ -35,7 +35,15 @@ def test_the_default_writer_never_imports_a_tracker(tmp_path: Path) -> None:
     assert read_metrics(tmp_path / "metrics.jsonl") == [
         {"kind": "train", "step": 1, "reward_mean": 0.5}
     ]
-    assert list((tmp_path / "tensorboard").iterdir())  # TensorBoard always
+    assert list((tmp_path / "tensorboard").iterdir())  # TensorBoard when asked
+
+
+def test_without_tensorboard_only_the_jsonl_is_written(tmp_path: Path) -> None:
+    writer = MetricsWriter(tmp_path)
+    writer.write("eval", 0, {"success_rate": 0.5})
+    writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+    assert read_metrics(tmp_path / "metrics.jsonl") == [{"kind": "eval", "step": 0, "success_rate": 0.5}]
 
 
 def test_a_tracker_that_is_not_installed_is_a_clear_config_error(tmp_path: Path) -> None:
@@ -51,7 +59,7 @@ def test_wandb_missing_names_its_install(tmp_path: Path) -> None:
         "import sys\n"
         "sys.modules['wandb'] = None  # as if not installed\n"
         "from pathlib import Path\n"
-        "from fulmen_local.train.metrics import MetricsWriter\n"
+        "from fulmen.train.metrics_log import MetricsWriter\n"
         f"MetricsWriter(Path({str(tmp_path)!r}), trackers=['wandb'])\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -82,7 +90,7 @@ def test_trackers_key_is_validated() -> None:
 def test_wandb_offline_run_receives_the_scalars(tmp_path: Path) -> None:
     code = (
         "from pathlib import Path\n"
-        "from fulmen_local.train.metrics import MetricsWriter\n"
+        "from fulmen.train.metrics_log import MetricsWriter\n"
         f"w = MetricsWriter(Path({str(tmp_path)!r}), trackers=['wandb'], run_name='obs',"
         " config={'train': {'steps': 2}})\n"
         "w.write('eval', 0, {'success_rate': 0.25})\n"

@@ -60,7 +60,7 @@ class LocalBackend:
         its base (the adapter's recorded base, else the config's ``[model] path``) and save a
         full model + tokenizer that vLLM or ``from_pretrained`` can serve."""
         from fulmen_local.model.lora import adapter_base, is_adapter_dir, merge_adapter
-        from fulmen_local.train.loop import prepare_model
+        from fulmen_local.train.model_setup import prepare_model
 
         config = load_config(config_path)
         if not checkpoint.is_dir():

@@ -1,30 +1,22 @@
-"""``fulmen eval``: greedy held-out evaluation of a base model or a checkpoint."""
+"""``fulmen eval`` on the embedded backend: serve the base model or a checkpoint and run core's
+greedy held-out evaluation (:func:`fulmen.train.evaluate_upstream`) against it."""
 
 from __future__ import annotations
 
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from fulmen.config import ConfigError, TrainConfig
-from fulmen.gateway import Gateway
-from fulmen.loading import load_object
-from fulmen.store import open_store
+from fulmen.train import EvalResult, evaluate_upstream
 from fulmen_local.model.lora import ADAPTER_CONFIG, adapter_base, is_adapter_dir
 from fulmen_local.model.policy import load_policy
 from fulmen_local.server import InferenceServer
-from fulmen_local.train.loop import (
-    EvalResult,
-    Log,
-    evaluate_tasks,
-    load_eval_tasks,
-    local_settings,
-    make_runner,
-    policy_tool_parser,
-    prepare_model,
-)
+from fulmen_local.train.model_setup import local_settings, policy_tool_parser, prepare_model
 
 __all__ = ["run_evaluation"]
+
+Log = Callable[[str], None]
 
 
 async def run_evaluation(
@@ -33,6 +25,9 @@ async def run_evaluation(
     """Serve ``checkpoint`` (default: the base model) and evaluate the config's eval split.
 
     Episodes are recorded in a temporary store (evaluation never touches the run's store).
+
+    Raises:
+        ConfigError: no ``[data] eval``, or ``checkpoint`` is not a model or adapter directory.
     """
     if not config.data.eval:
         raise ConfigError("[data] eval is not set; nothing to evaluate")
@@ -50,22 +45,12 @@ async def run_evaluation(
     else:
         source = checkpoint if checkpoint is not None else prepare_model(config, log)
         policy = load_policy(source, local, for_training=False)
-    model, tokenizer = policy.serving, policy.tokenizer
-    tasks = load_eval_tasks(config)
-    agent = load_object(config.agent.entry, base_dir=config.base_dir)
-    with tempfile.TemporaryDirectory(prefix="fulmen-eval-") as tmp:
-        store = open_store(Path(tmp) / "eval.db")
-        server = InferenceServer(
-            model, tokenizer, model_name=config.model.name,
-            tool_parser=policy_tool_parser(local, policy),
-        )
-        server.start_in_thread()
-        gateway = Gateway(store, server.url)
-        gateway.start_in_thread()
-        try:
-            runner = make_runner(config, gateway)
-            return await evaluate_tasks(runner, agent, tasks, seed=config.run.seed)
-        finally:
-            gateway.stop_thread()
-            server.stop()
-            store.close()
+    server = InferenceServer(
+        policy.serving, policy.tokenizer, model_name=config.model.name,
+        tool_parser=policy_tool_parser(local, policy),
+    )
+    server.start_in_thread()
+    try:
+        return await evaluate_upstream(config, server.url)
+    finally:
+        server.stop()
