@@ -339,7 +339,7 @@ def summary(data: dict[str, Any], tiny: bool = False) -> list[str]:
             versus += [f"{rate / anchor:.2f}x anchor {anchor:,.0f}"] if anchor else []
             lines.append(
                 f"{phase}: {rate:,.0f} tok/s, {data[phase]['requests']} req; "
-                f"{'; '.join(versus)} (target >= 0.8)"
+                f"{'; '.join(versus) or 'no static figure'} (target >= 0.8)"
             )
     burst = (data.get("engine") or {}).get("burst") or {}
     if burst:
@@ -460,12 +460,13 @@ def main(argv: list[str] | None = None) -> int:
         watchdog.start()
     try:
         data = run(ctx)
+        watchdog.cancel()
+        _log.info("\n".join(["== summary ==", *summary(data, args.tiny)]))
     finally:
         watchdog.cancel()
         for h in handlers:
             root.removeHandler(h)
             h.close()
-    print("\n".join(["== summary ==", *summary(data, args.tiny)]))
     return 0
 
 

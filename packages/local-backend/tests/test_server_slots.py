@@ -139,7 +139,19 @@ def _gemma2_eager() -> Any:
     return Gemma2ForCausalLM(config)
 
 
-@pytest.mark.parametrize("build", [_qwen2_mixed, _mistral_sliding, _gemma2_eager])
+def _gemma3_text() -> Any:
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=103, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+        sliding_window=4, layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return Gemma3ForCausalLM(config)
+
+
+@pytest.mark.parametrize("build", [_qwen2_mixed, _mistral_sliding, _gemma2_eager, _gemma3_text])
 def test_sliding_window_layers_match_a_plain_forward(tokenizer: Any, build: Any) -> None:
     """Prompts and generations longer than the window: the engine's masks give the logprobs
     of transformers' own sliding-window masks, batched or not."""
