@@ -250,6 +250,7 @@ def make_run(root: Path) -> DemoRun:
                 rollout_tokens_per_s=1100.0,
                 dropped_groups=1,
                 drift_breaks=0,
+                no_signal_groups=1,
                 **{"batch/groups": 1, "batch/no_signal_groups": 1},
             ),
             {"kind": "eval", "step": 2, "success_rate": 1.0, "reward_mean": 1.0, "episodes": 2},

@@ -115,7 +115,8 @@ def add_failed_episode(
 
 
 def train_row(step: int, **values: Any) -> dict[str, Any]:
-    """A local-loop ``train`` row with healthy defaults, ``values`` overriding them."""
+    """A ``train`` row of the metrics schema (:mod:`fulmen.train.schema`) with healthy
+    defaults, ``values`` overriding them."""
     row: dict[str, Any] = {
         "kind": "train",
         "step": step,
@@ -130,6 +131,8 @@ def train_row(step: int, **values: Any) -> dict[str, Any]:
         "kl": 0.01,
         "clip_fraction": 0.02,
         "grad_norm": 0.3,
+        "no_signal_groups": 1,
+        "dropped_groups": 1,
         "batch/groups": 4,
         "batch/no_signal_groups": 1,
         "batch/dropped_groups_no_signal": 1,

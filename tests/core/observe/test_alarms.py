@@ -47,11 +47,22 @@ def test_entropy_collapse_relative_to_the_first_steps_then_below_the_floor() -> 
     assert _kinds(rows) == {"entropy_collapse": "critical"}
 
 
-def test_verl_rows_without_kind_use_the_actor_entropy_alias_and_eval_rows_are_ignored() -> None:
-    rows: list[dict[str, object]] = [{"step": s, "actor/entropy": 1.0} for s in (1, 2, 3)]
+def test_rows_without_kind_are_train_rows_and_eval_rows_are_ignored() -> None:
+    rows: list[dict[str, object]] = [{"step": s, "entropy": 1.0} for s in (1, 2, 3)]
     rows.append({"kind": "eval", "step": 3, "success_rate": 0.0})
-    rows.append({"step": 4, "actor/entropy": 0.1})
+    rows.append({"step": 4, "entropy": 0.1})
     assert _kinds(rows) == {"entropy_collapse": "warning"}
+
+
+def test_only_the_schema_names_are_read() -> None:
+    # a backend's own names (verl's actor/entropy, the batch's dropped counter) are mapped to
+    # the schema by the backend and the driver; the alarms never translate them back
+    rows: list[dict[str, object]] = [{"step": s, "actor/entropy": 1.0} for s in (1, 2, 3)]
+    rows.append({"step": 4, "actor/entropy": 0.1})
+    assert _kinds(rows) == {}
+    flat = {"step": 1, "batch/groups": 8.0, "batch/dropped_groups_no_signal": 7.0}
+    assert _kinds([flat]) == {}
+    assert _kinds([{**flat, "no_signal_groups": 7.0}]) == {"no_reward_variance": "warning"}
 
 
 def test_tool_calls_vanishing_only_for_agents_that_used_tools() -> None:
@@ -68,16 +79,17 @@ def test_tool_calls_vanishing_only_for_agents_that_used_tools() -> None:
 
 
 def test_no_reward_variance_counts_groups_without_signal() -> None:
-    assert _kinds([train_row(1, **{"batch/no_signal_groups": 3})]) == {}  # 75% is not "more than"
-    assert _kinds([train_row(1, **{"batch/no_signal_groups": 4, "batch/groups": 5})]) == {
+    assert _kinds([train_row(1, no_signal_groups=3)]) == {}  # 75% is not "more than"
+    assert _kinds([train_row(1, no_signal_groups=4, **{"batch/groups": 5})]) == {
         "no_reward_variance": "warning"
     }
-    [alarm] = check_metrics([train_row(2, **{"batch/no_signal_groups": 4})])
+    [alarm] = check_metrics([train_row(2, no_signal_groups=4)])
     assert (alarm.severity, alarm.step, alarm.value) == ("critical", 2, 1.0)
     assert "4 of 4 groups" in alarm.message
-    # the verl backend's rows carry floats and only the dropped counter
-    verl = {"step": 1, "batch/groups": 8.0, "batch/dropped_groups_no_signal": 7.0}
-    assert _kinds([verl]) == {"no_reward_variance": "warning"}
+    # counters written as floats count the same
+    assert _kinds([{"step": 1, "batch/groups": 8.0, "no_signal_groups": 7.0}]) == {
+        "no_reward_variance": "warning"
+    }
 
 
 def _drift(step: int, drift: int, merged: int = 100) -> dict[str, object]:
@@ -128,7 +140,7 @@ def test_infra_failures_from_real_store_episodes(tmp_path: Path) -> None:
 
 
 def test_thresholds_change_what_fires() -> None:
-    rows = [train_row(1, **{"batch/no_signal_groups": 2})]
+    rows = [train_row(1, no_signal_groups=2)]
     assert _kinds(rows) == {}
     loose = parse_threshold("no_signal_group_fraction=0.25")
     assert _kinds(rows, loose) == {"no_reward_variance": "warning"}
@@ -162,10 +174,10 @@ def test_the_monitor_logs_each_alarm_once_per_step(caplog: pytest.LogCaptureFixt
     caplog.set_level(logging.WARNING, logger="fulmen.alarms")
     monitor = AlarmMonitor(history=[train_row(1)])
     assert monitor.observe({"kind": "eval", "step": 2, "success_rate": 0.0}) == []
-    flat = train_row(2, **{"batch/no_signal_groups": 4})
+    flat = train_row(2, no_signal_groups=4)
     assert [a.kind for a in monitor.observe(flat)] == ["no_reward_variance"]
     monitor.observe(flat)  # the same step again: not logged twice
-    monitor.observe(train_row(3, **{"batch/no_signal_groups": 4}))
+    monitor.observe(train_row(3, no_signal_groups=4))
     records = [r for r in caplog.records if r.name == "fulmen.alarms"]
     assert [r.levelno for r in records] == [logging.WARNING] * 2
     assert records[0].getMessage().startswith("step 2: no_reward_variance alarm (critical)")

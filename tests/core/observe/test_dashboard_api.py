@@ -104,20 +104,20 @@ def test_curves_follow_the_metrics_file_live(url: str, demo: DemoRun) -> None:
     assert series["kl"]["x"] == [1, 2]  # a non-finite value is left out (JSON has no NaN)
 
 
-def test_curves_of_verl_rows() -> None:
+def test_curves_read_the_schema_names_only() -> None:
     from fulmen.observe.dashboard.curves import curves_json
 
-    rows = [  # what the verl backend writes: no kind, verl's names, batch counters
-        {"step": s, "reward_mean": 0.1 * s, "actor/kl_loss": 0.01, "actor/pg_clipfrac": 0.2,
-         "batch/dropped_groups_no_signal": 2.0, "batch/merge_breaks": 3.0,
-         "batch/merge_breaks_retokenisation": 1.0, "batch/merge_breaks_template_change": float(s)}
+    rows = [  # rows without kind are train rows; a backend's own names are not translated
+        {"step": s, "reward_mean": 0.1 * s, "kl": 0.01, "clip_fraction": 0.2,
+         "dropped_groups": 2, "drift_breaks": s, "actor/entropy": 1.0,
+         "batch/merge_breaks_retokenisation": 5.0}
         for s in (1, 2)
     ]
     series = {s["metric"]: s for c in curves_json(rows, [])["charts"] for s in c["series"]}
     assert series["kl"]["y"] == [0.01, 0.01] and series["clip_fraction"]["y"] == [0.2, 0.2]
     assert series["dropped_groups"]["y"] == [2.0, 2.0]
-    assert series["drift_breaks"]["y"] == [2.0, 3.0]
-    assert series["rollout_tokens_per_s"]["x"] == []
+    assert series["drift_breaks"]["y"] == [1.0, 2.0]
+    assert series["entropy"]["x"] == [] and series["rollout_tokens_per_s"]["x"] == []
 
 
 def test_episode_list_filters(url: str) -> None:

@@ -41,7 +41,7 @@ def run_dir(tmp_path: Path) -> Path:
         [
             {"kind": "eval", "step": 0, "success_rate": 0.125},
             train_row(1),
-            train_row(2, reward_mean=0.3125, **{"batch/no_signal_groups": 4}),
+            train_row(2, reward_mean=0.3125, no_signal_groups=4),
         ],
     )
     return run

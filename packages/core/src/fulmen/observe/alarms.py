@@ -1,7 +1,8 @@
 """Alarms: pure checks over training metrics rows and finished episodes.
 
-Each check looks at the history of ``metrics.jsonl`` rows (the local loop's and the verl
-backend's: rows without ``kind`` count as ``train``) or at recently finished episodes, and
+Each check looks at the history of ``metrics.jsonl`` rows (keys of the metrics schema,
+:mod:`fulmen.train.schema`, which every backend writes; rows without ``kind`` count as
+``train``) or at recently finished episodes, and
 returns :class:`Alarm` values that say what is wrong and what to look at. Nothing here does
 I/O except :class:`AlarmMonitor`, which logs each alarm once per step as a warning on the
 ``fulmen.alarms`` logger.
@@ -9,13 +10,13 @@ I/O except :class:`AlarmMonitor`, which logs each alarm once per step as a warni
 The alarms and their thresholds (:class:`AlarmThresholds`, ``[alarms]`` in the training config,
 ``fulmen watch --threshold NAME=VALUE``):
 
-* ``entropy_collapse``: the policy's token entropy (``entropy`` / ``actor/entropy``) fell
+* ``entropy_collapse``: the policy's token entropy (``entropy``) fell
   below ``entropy_drop_ratio`` × its baseline (the highest of the first ``baseline_steps``
   steps; warning) or below ``entropy_floor`` nats per token (critical).
 * ``tool_calls_vanishing``: ``tool_call_rate`` fell below ``tool_rate_drop_ratio`` × its peak,
   for an agent whose peak was at least ``tool_rate_min_peak`` (warning; critical at 0).
 * ``no_reward_variance``: more than ``no_signal_group_fraction`` of the step's groups had the
-  same reward for every episode (``batch/no_signal_groups`` / ``batch/groups``; warning;
+  same reward for every episode (``no_signal_groups`` / ``batch/groups``; warning;
   critical when no group had signal: the step trained nothing).
 * ``drift_breaks_rising``: token-drift breaks (``batch/merge_breaks_retokenisation`` +
   ``_template_change`` + ``_other``) per merge point above ``drift_break_rate`` (warning;
@@ -147,12 +148,11 @@ def parse_threshold(text: str, base: AlarmThresholds | None = None) -> AlarmThre
     return replace(base, **{name.strip(): value})
 
 
-def _num(row: Mapping[str, Any], *keys: str) -> float | None:
-    """The first finite number among ``row[key]`` for ``keys`` (None when there is none)."""
-    for key in keys:
-        value = row.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
+def _num(row: Mapping[str, Any], key: str) -> float | None:
+    """``row[key]`` when it is a finite number, else None."""
+    value = row.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
     return None
 
 
@@ -188,7 +188,7 @@ def check_metrics(
 
 
 def _entropy(train: Sequence[Mapping[str, Any]], th: AlarmThresholds) -> Alarm | None:
-    series = [(r, v) for r in train if (v := _num(r, "entropy", "actor/entropy")) is not None]
+    series = [(r, v) for r in train if (v := _num(r, "entropy")) is not None]
     if not series:
         return None
     row, latest = series[-1]
@@ -249,7 +249,7 @@ def _tool_rate(train: Sequence[Mapping[str, Any]], th: AlarmThresholds) -> Alarm
 
 def _no_variance(row: Mapping[str, Any], th: AlarmThresholds) -> Alarm | None:
     groups = _num(row, "batch/groups")
-    flat = _num(row, "batch/no_signal_groups", "batch/dropped_groups_no_signal")
+    flat = _num(row, "no_signal_groups")
     if not groups or flat is None:
         return None
     fraction = flat / groups

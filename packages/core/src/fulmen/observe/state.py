@@ -5,14 +5,15 @@ and ``fulmen dashboard``.
 and its store (:class:`~fulmen.observe.feed.EpisodeFeed`), keeps the training and evaluation
 rows, one :class:`~fulmen.observe.summary.EpisodeSummary` per finished episode and the current
 alarms. It only reads: it can follow a run another process is writing. :data:`METRICS` names
-each metric once with the keys the backends write it under (the local loop's and verl's).
+each metric once with its key in the metrics schema (:mod:`fulmen.train.schema`), which every
+backend writes.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,29 +31,29 @@ from fulmen.store.sqlite import SQLiteStore
 
 __all__ = ["METRICS", "STEP_METRICS", "RunState", "metric_value"]
 
-METRICS: Mapping[str, tuple[str, ...]] = {
-    "reward": ("reward_mean",),
-    "reward_std": ("reward_std",),
-    "success": ("success_rate",),
-    "held_out": ("eval_success_rate",),
-    "tool_call_rate": ("tool_call_rate",),
-    "entropy": ("entropy", "actor/entropy"),
-    "kl": ("kl", "actor/kl_loss", "actor/ppo_kl"),
-    "clip_fraction": ("clip_fraction", "actor/pg_clipfrac"),
-    "grad_norm": ("grad_norm", "actor/grad_norm"),
-    "episodes": ("episodes", "batch/episodes"),
-    "infra_failed": ("infra_failed_episodes",),
-    "no_signal_groups": ("batch/no_signal_groups", "batch/dropped_groups_no_signal"),
-    "dropped_groups": ("dropped_groups", "batch/dropped_groups_no_signal"),
-    "drift_breaks": ("drift_breaks",),
-    "rollout_tokens_per_s": ("rollout_tokens_per_s",),
-    "train_tokens_per_s": ("train_tokens_per_s",),
-    "step_s": ("step_s", "rollout_s"),
+METRICS: Mapping[str, str] = {
+    "reward": "reward_mean",
+    "reward_std": "reward_std",
+    "success": "success_rate",
+    "held_out": "eval_success_rate",
+    "tool_call_rate": "tool_call_rate",
+    "entropy": "entropy",
+    "kl": "kl",
+    "clip_fraction": "clip_fraction",
+    "grad_norm": "grad_norm",
+    "episodes": "episodes",
+    "infra_failed": "infra_failed_episodes",
+    "no_signal_groups": "no_signal_groups",
+    "dropped_groups": "dropped_groups",
+    "drift_breaks": "drift_breaks",
+    "rollout_tokens_per_s": "rollout_tokens_per_s",
+    "train_tokens_per_s": "train_tokens_per_s",
+    "step_s": "step_s",
 }
-"""Each metric by name, with the ``metrics.jsonl`` keys it is written under (first present
-wins; verl aliases after the local loop's key)."""
+"""Each metric by name, with its ``metrics.jsonl`` key (:mod:`fulmen.train.schema`: one name
+for every backend)."""
 
-STEP_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+STEP_METRICS: tuple[tuple[str, str], ...] = tuple(
     (label, METRICS[name])
     for label, name in (
         ("reward", "reward"),
@@ -73,12 +74,12 @@ STEP_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
         ("step s", "step_s"),
     )
 )
-"""The current step's panel: label and the metric keys it reads."""
+"""The current step's panel: label and the metric key it reads."""
 
 
-def metric_value(row: Mapping[str, Any], keys: Sequence[str]) -> Any:
-    """The value of the first of ``keys`` present in ``row`` (None when none is)."""
-    return next((row[k] for k in keys if k in row), None)
+def metric_value(row: Mapping[str, Any], key: str) -> Any:
+    """``row[key]``, or None when the row does not have it."""
+    return row.get(key)
 
 
 class RunState:

@@ -65,20 +65,12 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _drift_breaks(row: Mapping[str, Any]) -> Any:
-    """``drift_breaks``, or (verl's rows) the sum of the batch's ``merge_breaks_*`` counters."""
-    if "drift_breaks" in row:
-        return row["drift_breaks"]
-    parts = [v for k, v in row.items() if k.startswith("batch/merge_breaks_")]
-    return sum(parts) if parts else None
-
-
 def _series(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[int], list[float]]:
-    keys = (metric.removeprefix("eval:"),) if metric.startswith("eval:") else METRICS[metric]
+    key = metric.removeprefix("eval:") if metric.startswith("eval:") else METRICS[metric]
     xs: list[int] = []
     ys: list[float] = []
     for i, row in enumerate(rows):
-        y = _number(_drift_breaks(row) if metric == "drift_breaks" else metric_value(row, keys))
+        y = _number(metric_value(row, key))
         if y is None:
             continue
         step = row.get("step")
@@ -93,9 +85,8 @@ def curves_json(
     """Every chart of :data:`CHARTS` with its series: ``{"charts": [...], "steps": N}``.
 
     Each series is ``{"metric", "label", "x", "y"}`` with the steps where the metric is a
-    finite number (rows without ``step`` count by position; verl's rows are read through the
-    aliases of :data:`~fulmen.observe.state.METRICS`, their drift breaks summed from the batch
-    counters); ``steps`` is the number of training rows.
+    finite number (rows without ``step`` count by position); ``steps`` is the number of
+    training rows.
     """
     charts: list[dict[str, Any]] = []
     for chart in CHARTS:
