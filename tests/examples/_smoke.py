@@ -32,12 +32,19 @@ class SmokeRun:
     """Every recorded transition (annotations merged), episode by episode."""
 
 
+def _value(v: Any) -> str:
+    """A TOML value: JSON for scalars and lists, an inline table for a table."""
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)
+
+
 def _toml(raw: dict[str, Any]) -> str:
-    lines = [f"{k} = {json.dumps(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    lines = [f"{k} = {_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
     for section, table in raw.items():
         if isinstance(table, dict):
             lines.append(f"[{section}]")
-            lines.extend(f"{k} = {json.dumps(v)}" for k, v in table.items())
+            lines.extend(f"{k} = {_value(v)}" for k, v in table.items())
     return "\n".join(lines) + "\n"
 
 

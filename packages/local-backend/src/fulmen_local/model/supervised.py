@@ -140,10 +140,11 @@ def train_on_demos(
 
     Each step asks ``next_batch(step)`` for its demonstrations (the caller's curriculum and
     random order; it is called exactly once per step, in order), pads them with ``pad_id``,
-    takes :func:`weighted_lm_loss` (:func:`shared_prefix_lm_loss` with ``shared_prefix``: the
-    same loss, cheaper when the demonstrations share a long prompt), clips the gradient norm to
-    1.0 and steps AdamW (betas 0.9/0.98, weight decay 0.01) at ``lr`` × :func:`lr_factor`.
-    The model is left in train mode; the caller switches it to eval and saves it.
+    moves them to the model's device, takes :func:`weighted_lm_loss`
+    (:func:`shared_prefix_lm_loss` with ``shared_prefix``: the same loss, cheaper when the
+    demonstrations share a long prompt), clips the gradient norm to 1.0 and steps AdamW (betas
+    0.9/0.98, weight decay 0.01) at ``lr`` × :func:`lr_factor`. The model is left in train mode;
+    the caller switches it to eval and saves it.
 
     Args:
         model: a causal LM (``model(input_ids=..., attention_mask=...).logits``).
@@ -170,9 +171,11 @@ def train_on_demos(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps))
     loss_of = shared_prefix_lm_loss if shared_prefix else weighted_lm_loss
+    device = next(model.parameters()).device
     losses: list[float] = []
     for step in range(steps):
-        loss = loss_of(model, *collate_demos(next_batch(step), pad_id))
+        batch = [t.to(device) for t in collate_demos(next_batch(step), pad_id)]
+        loss = loss_of(model, *batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
