@@ -16,12 +16,10 @@ vLLM sleeps (``sleep_replicas``, frees GPU memory for training) → records → 
 
 from __future__ import annotations
 
-import json
-import random
-import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from contextlib import closing
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,8 @@ from fulmen.batch import build_batch, group_records
 from fulmen.config import ConfigError, TrainConfig
 from fulmen.credit import assigner_from_config
 from fulmen.loading import load_object, load_tasks
-from fulmen.protocol import Task
+from fulmen.train import MetricsWriter, TaskSampler
+from fulmen.train.schema import BATCH_PREFIX, rollout_metrics
 
 from fulmen_verl.config import VerlConfig
 from fulmen_verl.dataproto import rows_to_dataproto
@@ -43,7 +42,14 @@ from fulmen_verl.episodes import (
 from fulmen_verl.servers import upstream_for
 from fulmen_verl.step import data_parallel_size, prepare_batch, update_actor
 
-__all__ = ["StepReport", "build_verl_trainer", "prepare_model", "run_verl_training"]
+__all__ = [
+    "VERL_METRIC_NAMES",
+    "StepReport",
+    "build_verl_trainer",
+    "prepare_model",
+    "run_verl_training",
+    "schema_update_metrics",
+]
 
 Log = Callable[[str], None]
 
@@ -59,6 +65,36 @@ class StepReport:
     rows: int
     """Real rows trained (inert padding rows excluded)."""
     metrics: dict[str, float]
+    """The step's row of ``metrics.jsonl`` (keys of :mod:`fulmen.train.schema`)."""
+
+
+VERL_METRIC_NAMES: Mapping[str, str] = {
+    "actor/loss": "loss",
+    "actor/pg_loss": "pg_loss",
+    "actor/grad_norm": "grad_norm",
+    "actor/lr": "lr",
+    "actor/pg_clipfrac": "clip_fraction",
+    "actor/ppo_kl": "approx_kl_old",
+    "actor/kl_loss": "kl",
+    "actor/entropy": "entropy",
+    "actor/entropy_loss": "entropy",
+}
+"""verl's names of the update metrics (``actor/*`` after :func:`fulmen_verl.step.update_actor`)
+→ the metrics schema's (:mod:`fulmen.train.schema`). verl 0.9's engine workers report the
+mean token entropy as ``actor/entropy_loss``; its legacy workers as ``actor/entropy``."""
+
+
+def schema_update_metrics(verl_metrics: Mapping[str, float], *, trained_tokens: int) -> dict[str, float]:
+    """verl's update metrics under the schema's names (:data:`VERL_METRIC_NAMES`); verl's
+    other metrics keep their namespaced names (``actor/pg_clipfrac_lower``, ``perf/...``), an
+    un-namespaced one goes under ``verl/``. ``num_tokens`` (not a verl metric) is
+    ``trained_tokens``, the batch's trained tokens."""
+    out: dict[str, float] = {}
+    for key, value in verl_metrics.items():
+        name = VERL_METRIC_NAMES.get(key)
+        out[name if name is not None else key if "/" in key else f"verl/{key}"] = float(value)
+    out["num_tokens"] = float(trained_tokens)
+    return out
 
 
 def prepare_model(config: TrainConfig, log: Log) -> Path:
@@ -128,23 +164,6 @@ def _init_ray(cfg: Any, verl: VerlConfig) -> None:
     ray.init(address=verl.ray_address, runtime_env=env)  # pyright: ignore[reportUnknownMemberType]
 
 
-class _Sampler:
-    """Tasks in a seeded shuffled order, reshuffled at every pass."""
-
-    def __init__(self, tasks: list[Task], seed: int) -> None:
-        if not tasks:
-            raise ConfigError("[data] train gave no tasks")
-        self._tasks, self._rng, self._queue = tasks, random.Random(seed), list[Task]()
-
-    def next(self, n: int) -> list[Task]:
-        out: list[Task] = []
-        while len(out) < n:
-            if not self._queue:
-                self._queue = self._rng.sample(self._tasks, len(self._tasks))
-            out.append(self._queue.pop())
-        return out
-
-
 def run_verl_training(
     config: TrainConfig, verl: VerlConfig, cfg: Any, *, log: Log, resume: bool = False
 ) -> list[StepReport]:
@@ -152,8 +171,10 @@ def run_verl_training(
 
     Writes ``metrics.jsonl`` and ``episodes.db`` under ``[run] output_dir``; verl writes its
     checkpoints under ``output_dir/checkpoints`` every ``[train] checkpoint_every`` steps;
-    ``resume`` loads the latest of them (verl ``_load_checkpoint``) and continues after its step
-    (the task sampler restarts from its seed).
+    ``resume`` loads the latest of them (verl ``_load_checkpoint``) and continues after its step,
+    the task sampler moved on by the tasks of the steps done. Rows follow the metrics schema
+    (:mod:`fulmen.train.schema`): verl's update metrics are renamed by
+    :func:`schema_update_metrics`.
     """
     from fulmen.gateway import Gateway
     from fulmen.store import open_store
@@ -176,7 +197,7 @@ def run_verl_training(
         timeout_s=config.agent.timeout_s,
         max_attempts=config.agent.max_attempts,
     )
-    sampler = _Sampler(
+    sampler = TaskSampler(
         load_tasks(config.data.train, split="train", base_dir=config.base_dir), config.run.seed
     )
     assigner = assigner_from_config(config.credit.assigner, config.credit.options)
@@ -189,10 +210,14 @@ def run_verl_training(
     if resume:
         trainer._load_checkpoint()  # pyright: ignore[reportPrivateUsage]
         first = int(trainer.global_steps) + 1
+        sampler.skip((first - 1) * t.tasks_per_step)
         log(f"resumed at step {first - 1}")
     try:
         trainer.checkpoint_manager.update_weights(first - 1)
-        with (out / "metrics.jsonl").open("a") as sink:
+        sink = MetricsWriter(
+            out, trackers=config.run.trackers, run_name=config.run.name, config=asdict(config)
+        )
+        with closing(sink):
             for step in range(first, t.steps + 1):
                 started = time.perf_counter()
                 spec = EpisodeSpec(
@@ -219,8 +244,9 @@ def run_verl_training(
                     max_len=config.batch.max_len,
                     overlong=config.batch.overlong,
                 )
-                metrics: dict[str, float] = {f"batch/{k}": float(v) for k, v in batch.stats.items()}
-                metrics["rollout_s"] = time.perf_counter() - started
+                metrics: dict[str, Any] = dict(rollout_metrics(records, batch.stats))
+                rollout_s = time.perf_counter() - started
+                update_started = time.perf_counter()
                 if batch.rows:
                     data = rows_to_dataproto(
                         batch.rows,
@@ -228,31 +254,40 @@ def run_verl_training(
                         size_divisor=divisor,
                         temperature=t.temperature,
                     )
-                    data = prepare_batch(trainer, data, metrics)
-                    metrics.update(
+                    verl_metrics: dict[str, float] = {}
+                    data = prepare_batch(trainer, data, verl_metrics)
+                    verl_metrics.update(
                         update_actor(trainer, data, num_mini_batches=verl.num_mini_batches)
                     )
+                    metrics.update(
+                        schema_update_metrics(
+                            verl_metrics, trained_tokens=batch.stats.get("trained_tokens", 0)
+                        )
+                    )
+                else:
+                    metrics["skipped_update"] = 1
                 trainer.global_steps = step
                 if step % t.checkpoint_every == 0 or step == t.steps:
                     trainer._save_checkpoint()  # pyright: ignore[reportPrivateUsage]
                 trainer.checkpoint_manager.update_weights(step)
-                outcomes = [
-                    sum(r.value for r in rec.rewards if r.name is None and r.step is None)
-                    for rec in records
-                    if rec.episode.status == "succeeded"
-                ]
+                metrics["update_s"] = time.perf_counter() - update_started
+                metrics["rollout_s"] = rollout_s
+                metrics["rollout_tokens_per_s"] = metrics["response_tokens"] / max(rollout_s, 1e-9)
+                metrics["train_tokens_per_s"] = metrics.get("num_tokens", 0.0) / max(
+                    metrics["update_s"], 1e-9
+                )
+                metrics["rows"] = len(batch.rows)
+                metrics.update({f"{BATCH_PREFIX}{k}": v for k, v in batch.stats.items()})
+                metrics["step_s"] = time.perf_counter() - started
                 report = StepReport(
                     step=step,
-                    reward_mean=statistics.fmean(outcomes) if outcomes else 0.0,
+                    reward_mean=float(metrics["reward_mean"]),
                     episodes=len(records),
                     rows=len(batch.rows),
                     metrics=metrics,
                 )
                 reports.append(report)
-                sink.write(
-                    json.dumps({"step": step, "reward_mean": report.reward_mean, **metrics}) + "\n"
-                )
-                sink.flush()
+                sink.write("train", step, metrics)
                 log(
                     f"step {step}/{t.steps} · reward {report.reward_mean:.3f} · episodes "
                     f"{report.episodes} · rows {report.rows} · {time.perf_counter() - started:.1f} s"
