@@ -252,3 +252,26 @@ def test_updater_raises_reward_of_positive_rows_and_checkpoints() -> None:
         updater.update([_row("a", "b", advantage=0.0, mask=[0])])
     with pytest.raises(ValueError, match="reference"):
         GRPOUpdater(model, GRPOConfig(kl_coef=0.1), pad_token_id=0)
+
+
+def test_trained_only_logprobs_skip_the_shared_prompt_columns() -> None:
+    model = _model()
+    rows = [
+        _row("What is 3*4? Think.", "12", advantage=1.0),
+        _row("What is 37*48? Think it over.", "1776", advantage=-1.0),
+    ]
+    batch = collate_rows(rows, pad_token_id=0)
+    first = len(TOK.encode("What is 3*4? Think."))  # first trained column of any row
+    seen: list[int] = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: seen.append(int(o.shape[1])))
+    try:
+        full, full_ent = token_logprobs(model, batch, with_entropy=True)
+        part, part_ent = token_logprobs(model, batch, with_entropy=True, trained_only=True)
+    finally:
+        hook.remove()
+    width = int(batch.input_ids.shape[1])
+    assert seen == [width, width - first + 1]  # the LM head ran on the kept columns only
+    assert part_ent is not None and full_ent is not None
+    torch.testing.assert_close(part[:, first:], full[:, first:])
+    torch.testing.assert_close(part_ent[:, first:], full_ent[:, first:])
+    assert torch.all(part[:, :first] == 0)

@@ -110,21 +110,39 @@ def collate_rows(
 
 
 def token_logprobs(
-    model: torch.nn.Module, batch: GRPOBatch, *, with_entropy: bool = False
+    model: torch.nn.Module,
+    batch: GRPOBatch,
+    *,
+    with_entropy: bool = False,
+    trained_only: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One forward pass: logprob of every token given its prefix, aligned with ``input_ids``.
+
+    With ``trained_only``, the LM head runs only from the first column that holds a trained
+    token of any row (``logits_to_keep``): the prompt columns every row shares never become
+    vocabulary-sized logits, which are most of a micro-batch's memory with a large vocabulary.
+    Columns before it are 0 then; the others are exactly what the full pass gives.
 
     Returns:
         ``(logprobs, entropy)``, both ``(rows, width)`` with column 0 set to 0. ``entropy`` (of
         the full next-token distribution, computed without gradient) is None unless requested.
     """
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    logits = logits[:, :-1, :].float()
-    # gather - logsumexp instead of log_softmax: autograd keeps no second vocab-sized tensor
-    # (with a 152k vocabulary that tensor is most of a micro-batch's memory).
+    width = int(batch.input_ids.shape[1])
+    first = 1
+    if trained_only:
+        columns = batch.response_mask.any(dim=0).nonzero()
+        first = max(int(columns[0]), 1) if columns.numel() else 1
+    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    if first > 1:
+        logits = model(**inputs, logits_to_keep=width - first + 1).logits
+    else:
+        logits = model(**inputs).logits
+    # logits[:, j] predicts column first + j
+    logits = logits[:, -(width - first + 1) : -1, :].float()
+    # gather - logsumexp instead of log_softmax: autograd keeps no second vocab-sized tensor.
     normalizer = torch.logsumexp(logits, dim=-1)
-    picked = logits.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1) - normalizer
-    zeros = torch.zeros_like(picked[:, :1])
+    picked = logits.gather(-1, batch.input_ids[:, first:, None]).squeeze(-1) - normalizer
+    zeros = torch.zeros_like(picked[:, :1]).expand(-1, first)
     entropy: torch.Tensor | None = None
     if with_entropy:
         with torch.no_grad():
@@ -183,7 +201,7 @@ def grpo_loss(
     denom = n_tokens if denominator is None else denominator
     if denom <= 0:
         raise ValueError("grpo_loss: the batch has no trained tokens (all response_mask are 0)")
-    logp, entropy = token_logprobs(model, batch, with_entropy=True)
+    logp, entropy = token_logprobs(model, batch, with_entropy=True, trained_only=True)
     log_ratio = (logp - batch.old_logprobs) * mask
     ratio = torch.exp(log_ratio)
     adv = batch.advantages

@@ -217,14 +217,14 @@ class GRPOUpdater:
             return None
         with torch.no_grad(), self._autocast():
             if self.reference is not None:
-                ref, _ = token_logprobs(self.reference, batch)
+                ref, _ = token_logprobs(self.reference, batch, trained_only=True)
                 return ref
             if self._reference_context is not None:
                 was_training = self.model.training
                 with self._reference_context() as reference:
                     reference.eval()
                     try:
-                        ref, _ = token_logprobs(reference, batch)
+                        ref, _ = token_logprobs(reference, batch, trained_only=True)
                     finally:
                         reference.train(was_training)
                 return ref
