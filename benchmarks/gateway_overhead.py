@@ -2,8 +2,8 @@
 
 Three processes, so that no server shares an event loop with the load:
 
-1. the upstream: the vLLM wire-format test double (``python -m fulmen.testing``), optionally
-   sleeping ``--latency-ms`` per call to stand in for generation time;
+1. the upstream: the vLLM wire-format test double (``python -m fulmen_testkit.vllm_double``),
+   optionally sleeping ``--latency-ms`` per call to stand in for generation time;
 2. the gateway (this script with ``--serve-gateway``), recording into a fresh SQLite store;
 3. the load generator (this script): ``c`` concurrent workers, each its own episode, each
    sending one chat call after another for ``--seconds`` (after a warm-up) on keep-alive
@@ -137,7 +137,7 @@ def measure(
     latency_ms: float, store_writes: str, args: argparse.Namespace
 ) -> list[dict[str, float]]:
     upstream, upstream_url = spawn([
-        "-m", "fulmen.testing", "--latency-ms", str(latency_ms),
+        "-m", "fulmen_testkit.vllm_double", "--latency-ms", str(latency_ms),
         "--latency-jitter", str(args.jitter),
     ])  # fmt: skip
     folder = tempfile.mkdtemp(prefix="fulmen-bench-")
@@ -209,7 +209,7 @@ async def one_loop(mode: str, calls: int, rounds: int) -> tuple[float, float, fl
     from fulmen.gateway import Gateway
     from fulmen.protocol import Task
     from fulmen.store import open_store
-    from fulmen.testing import VllmDouble
+    from fulmen_testkit.vllm_double import VllmDouble
 
     double = VllmDouble()
     upstream = await double.start()

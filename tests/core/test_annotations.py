@@ -29,7 +29,7 @@ from fulmen.protocol import (
 )
 from fulmen.store import SQLiteStore
 from fulmen.store.base import EpisodeNotFound
-from fulmen.testing import VllmDouble
+from fulmen_testkit.vllm_double import VllmDouble
 
 
 def _t(seq: int, request_id: str | None = None, **kw: object) -> Transition:

@@ -19,8 +19,8 @@ from fulmen.cli import main
 from fulmen.context import EpisodeContext
 from fulmen.protocol import Task
 from fulmen.runner import Runner
-from fulmen.testing.harness import running_stack
-from fulmen.testing.vllm_double import VllmDouble
+from fulmen_testkit.harness import running_stack
+from fulmen_testkit.vllm_double import VllmDouble
 
 
 def _record_one(db: Path) -> str:

@@ -18,8 +18,8 @@ import pytest
 from fulmen.gateway import Gateway
 from fulmen.protocol import Task, Transition
 from fulmen.store import open_store
-from fulmen.testing import VllmDouble
-from fulmen.testing.harness import Stack, running_stack
+from fulmen_testkit.harness import Stack, running_stack
+from fulmen_testkit.vllm_double import VllmDouble
 
 TIMEOUT = aiohttp.ClientTimeout(total=20)
 CALCULATOR = {

@@ -17,7 +17,7 @@ from fulmen.control import EpisodeControl
 from fulmen.gateway import Gateway, GatewayError, RemoteGateway
 from fulmen.protocol import EpisodeStatus, Reward, Task, TerminationReason
 from fulmen.store import SQLiteStore, open_store
-from fulmen.testing import VllmDouble
+from fulmen_testkit.vllm_double import VllmDouble
 
 DONE = {"status": EpisodeStatus.SUCCEEDED, "termination": TerminationReason.COMPLETED}
 

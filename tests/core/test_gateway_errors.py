@@ -13,8 +13,8 @@ import aiohttp
 import openai
 import pytest
 from fulmen.protocol import EpisodeStatus, Task, TerminationReason
-from fulmen.testing import Faults, VllmDouble
-from fulmen.testing.harness import Stack, running_stack
+from fulmen_testkit.harness import Stack, running_stack
+from fulmen_testkit.vllm_double import Faults, VllmDouble
 
 TIMEOUT = aiohttp.ClientTimeout(total=20)
 HI = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}

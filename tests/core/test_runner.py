@@ -14,8 +14,8 @@ import openai
 from fulmen.context import EpisodeContext
 from fulmen.protocol import EpisodeStatus, Task, TerminationReason
 from fulmen.runner import Runner
-from fulmen.testing.harness import running_stack
-from fulmen.testing.vllm_double import Faults
+from fulmen_testkit.harness import running_stack
+from fulmen_testkit.vllm_double import Faults
 
 TOOL = {
     "type": "function",

@@ -9,29 +9,18 @@ real responses described in their README (vLLM 0.32.0 CPU build, recorded 2026-1
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fulmen.testing import VllmDouble, default_responder
-from fulmen.testing import tokenizer as toy
-from fulmen.testing.generation import RequestParams
+from _vllm_fixtures import FIXTURES, needs_fixtures
+from fulmen_testkit.vllm_double import VllmDouble, default_responder
+from fulmen_testkit.vllm_double import tokenizer as toy
+from fulmen_testkit.vllm_double.generation import RequestParams
 
-_CANDIDATES = [
-    os.environ.get("FULMEN_VLLM_FIXTURES", ""),
-    str(Path(__file__).resolve().parents[1] / "fixtures" / "vllm-0.32-cpu"),
-    "/work/shared/fixtures/vllm-0.32-cpu",
-]
-FIXTURES = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "README.md").exists()), None)
-pytestmark = pytest.mark.skipif(
-    FIXTURES is None,
-    reason="real vLLM fixtures not found: set FULMEN_VLLM_FIXTURES or copy them to "
-    "tests/fixtures/vllm-0.32-cpu",
-)
+pytestmark = needs_fixtures
 
 # ----------------------------------------------------------------------------- schema compare
 

@@ -38,7 +38,7 @@ from fulmen import Task
 from fulmen.gateway import Gateway
 from fulmen.runner import Runner
 from fulmen.store import open_store
-from fulmen.testing import VllmDouble
+from fulmen_testkit.vllm_double import VllmDouble
 from examples.multi_agent import agent as example
 from routed_reward import reward
 

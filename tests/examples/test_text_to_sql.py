@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from _smoke import REPO, run_smoke
 from fulmen import Task
-from fulmen.testing.generation import RequestParams
 from fulmen_testkit import MODEL, KitStack
+from fulmen_testkit.vllm_double.generation import RequestParams
 
 if str(REPO) not in sys.path:  # ``examples`` is a top-level package of the repository
     sys.path.insert(0, str(REPO))

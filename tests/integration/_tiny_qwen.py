@@ -1,8 +1,9 @@
 """A tiny random Qwen2 checkpoint for serving with a REAL vLLM, built offline from a seed.
 
-The tokenizer is the vLLM test double's own byte-level BPE (:mod:`fulmen.testing.tokenizer`,
-trained locally with ``tokenizers``) and the chat template below renders exactly what the
-double's :func:`~fulmen.testing.tokenizer.render_chat` renders (ChatML, tools in the system
+The tokenizer is the vLLM test double's own byte-level BPE
+(:mod:`fulmen_testkit.vllm_double.tokenizer`, trained locally with ``tokenizers``) and the chat
+template below renders exactly what the double's
+:func:`~fulmen_testkit.vllm_double.tokenizer.render_chat` renders (ChatML, tools in the system
 turn, Hermes-style ``<tool_call>`` blocks, tool results as ``<tool_response>``). So a real
 vLLM serving this model and the double render the same request into the same prompt text,
 which lets a test compare the two directly.
@@ -24,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fulmen.testing.tokenizer import END_TOKEN, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, get_tokenizer
+from fulmen_testkit.vllm_double.tokenizer import (
+    END_TOKEN,
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
+    get_tokenizer,
+)
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
@@ -71,8 +77,8 @@ TOOL_HISTORY: list[dict[str, Any]] = [
     {"role": "tool", "tool_call_id": "call_1", "content": "12"},
 ]
 """The conversation after the tool ran."""
-# Jinja, same output as fulmen.testing.tokenizer.render_chat (tojson = json.dumps with
-# ensure_ascii=False in transformers' template environment).
+# Jinja, same output as fulmen_testkit.vllm_double.tokenizer.render_chat (tojson = json.dumps
+# with ensure_ascii=False in transformers' template environment).
 CHAT_TEMPLATE = (
     "{%- macro text(c) -%}"
     "{%- if c is none -%}"

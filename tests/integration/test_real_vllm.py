@@ -26,8 +26,8 @@ from fulmen.gateway import Gateway
 from fulmen.protocol import Task, Transition
 from fulmen.store import open_store
 from fulmen.store.sqlite import SQLiteStore
-from fulmen.testing import VllmDouble
-from fulmen.testing.tokenizer import render_chat
+from fulmen_testkit.vllm_double import VllmDouble
+from fulmen_testkit.vllm_double.tokenizer import render_chat
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

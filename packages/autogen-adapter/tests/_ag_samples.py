@@ -17,9 +17,9 @@ from autogen_core.tools import FunctionTool
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from fulmen import EpisodeContext, Task
 from fulmen.runner import AgentFn
-from fulmen.testing.generation import RequestParams, default_responder
 from fulmen_autogen import DEFAULT_MODEL_INFO, AutoGenAdapter
 from fulmen_testkit import MODEL, TOOL_DESCRIPTION, TOOL_NAME, lookup
+from fulmen_testkit.vllm_double.generation import RequestParams, default_responder
 
 TeamKind = Literal["round_robin", "selector"]
 

@@ -17,9 +17,9 @@ from typing import Any
 import dspy
 from fulmen import EpisodeContext, Task
 from fulmen.runner import AgentFn
-from fulmen.testing.generation import RequestParams
 from fulmen_dspy import DSPyAdapter
 from fulmen_testkit import MODEL, TOOL_DESCRIPTION, TOOL_NAME, lookup
+from fulmen_testkit.vllm_double.generation import RequestParams
 
 __all__ = ["fields", "make_react_agent", "react_responder"]
 

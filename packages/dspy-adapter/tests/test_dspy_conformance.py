@@ -7,9 +7,9 @@ from typing import Any
 import dspy
 from _dspy_sample import make_react_agent, react_responder
 from fulmen.runner import AgentFn
-from fulmen.testing.generation import Responder
 from fulmen_dspy import DSPyAdapter
 from fulmen_testkit import AdapterConformanceTests
+from fulmen_testkit.vllm_double.generation import Responder
 
 
 class TestDSPyConformance(AdapterConformanceTests):

@@ -8,7 +8,7 @@ import pytest
 from fulmen.gateway.app import Gateway
 from fulmen.protocol import Task
 from fulmen.store import open_store
-from fulmen.testing import VllmDouble
+from fulmen_testkit.vllm_double import VllmDouble
 from fulmen_verl.episodes import EpisodeSpec, RunnerSpec, SamplingMetadata, run_episodes_ray
 
 pytestmark = pytest.mark.slow  # starting Ray and two actors takes ~15-30 s on 2 cores

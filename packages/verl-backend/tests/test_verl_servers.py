@@ -6,7 +6,7 @@ import json
 import urllib.request
 
 import pytest
-from fulmen.testing import VllmDouble
+from fulmen_testkit.vllm_double import VllmDouble
 from fulmen_verl.servers import ReplicaPool, replica_urls, upstream_for
 
 

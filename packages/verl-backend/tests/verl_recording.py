@@ -17,7 +17,7 @@ from fulmen.gateway.app import Gateway
 from fulmen.protocol import EpisodeRecord, Task
 from fulmen.runner import Runner
 from fulmen.store import open_store
-from fulmen.testing import VllmDouble
+from fulmen_testkit.vllm_double import VllmDouble
 
 __all__ = ["agent", "record_batch", "reward"]
 

@@ -48,11 +48,11 @@ from fulmen.adapters import DEFAULT_MODEL, Adapter, AdapterError
 from fulmen.context import EpisodeContext
 from fulmen.protocol import EpisodeStatus, Transition
 from fulmen.runner import AgentFn, EpisodeResult
-from fulmen.testing.generation import Responder
 
 from fulmen_testkit._hidden_import import import_error_without
 from fulmen_testkit.stack import KitStack
 from fulmen_testkit.tasks import MODEL, TOOL_NAME, TOOL_REWARD, kit_task
+from fulmen_testkit.vllm_double.generation import Responder
 
 __all__ = ["AdapterConformanceTests"]
 

@@ -10,16 +10,16 @@ from fulmen import Task
 from fulmen.gateway import Gateway
 from fulmen.runner import AgentFn, EpisodeResult, Runner
 from fulmen.store import SQLiteStore, open_store
-from fulmen.testing import VllmDouble
-from fulmen.testing.generation import Responder
 
 from fulmen_testkit.tasks import MODEL
+from fulmen_testkit.vllm_double import VllmDouble
+from fulmen_testkit.vllm_double.generation import Responder
 
 __all__ = ["KitStack"]
 
 
 class KitStack:
-    """Double (:class:`~fulmen.testing.VllmDouble`, standing in for vLLM) → gateway → store.
+    """Double (:class:`~.vllm_double.VllmDouble`, standing in for vLLM) → gateway → store.
 
     Use as a context manager; :meth:`run` drives episodes through the real runner.
     """

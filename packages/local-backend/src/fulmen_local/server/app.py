@@ -3,7 +3,8 @@
 Every response carries the header ``X-Fulmen-Policy-Version`` (generation responses: the
 version that produced them, also in the body as ``policy_version``). An ``X-Request-Id``
 request header becomes the response id (``chatcmpl-{id}`` / ``cmpl-{id}``) and is echoed.
-Errors use vLLM's body shape (see :mod:`.errors`).
+Bodies, chunks and errors are in vLLM's wire format (:mod:`fulmen.wire`, via :mod:`.responses`
+and :mod:`.errors`).
 
 Tool calls: with a tool-call parser (vLLM's ``--tool-call-parser`` names, see
 :mod:`.tool_parsers`), a chat request with ``tools`` (and ``tool_choice`` other than ``none``)
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
+from fulmen import wire
+from fulmen.wire import POLICY_VERSION_HEADER
 from transformers import PreTrainedTokenizerBase
 
 from fulmen_local.server.engine import GenerationEngine
@@ -33,7 +36,7 @@ from fulmen_local.server.params import (
     parse_completion_request,
     sampling_params,
 )
-from fulmen_local.server.responses import POLICY_VERSION_HEADER, ResponseBuilder, dumps
+from fulmen_local.server.responses import ResponseBuilder
 from fulmen_local.server.sse import Submissions, stream_chat, stream_completion
 from fulmen_local.server.template import render_chat_prompt, template_supports_tools
 from fulmen_local.server.tokens import TokenTexts
@@ -101,10 +104,10 @@ async def _errors_and_headers(
     try:
         response = await handler(request)
     except ApiError as exc:
-        response = web.json_response(exc.body(), status=exc.status, dumps=dumps)
+        response = web.json_response(exc.body(), status=exc.status, dumps=wire.dumps)
     except web.HTTPException as exc:
         err = ApiError(exc.status, exc.reason)
-        response = web.json_response(err.body(), status=exc.status, dumps=dumps)
+        response = web.json_response(err.body(), status=exc.status, dumps=wire.dumps)
     if not response.prepared:
         response.headers.setdefault(POLICY_VERSION_HEADER, str(engine.policy_version))
         if "X-Request-Id" in request.headers:
@@ -119,38 +122,13 @@ async def _health(request: web.Request) -> web.Response:
         "status": "ok" if engine.running else "stopped",
         "policy_version": engine.policy_version,
     }
-    return web.json_response(body, status=status, dumps=dumps)
+    return web.json_response(body, status=status, dumps=wire.dumps)
 
 
 async def _models(request: web.Request) -> web.Response:
     name, engine = request.app[_NAME], request.app[_ENGINE]
-    created = int(time.time())
-    card = {
-        "id": name,
-        "object": "model",
-        "created": created,
-        "owned_by": "fulmen",
-        "root": name,
-        "parent": None,
-        "max_model_len": engine.max_model_len,
-        "permission": [
-            {
-                "id": f"modelperm-{uuid.uuid4().hex[:16]}",
-                "object": "model_permission",
-                "created": created,
-                "allow_create_engine": False,
-                "allow_sampling": True,
-                "allow_logprobs": True,
-                "allow_search_indices": False,
-                "allow_view": True,
-                "allow_fine_tuning": False,
-                "organization": "*",
-                "group": None,
-                "is_blocking": False,
-            }
-        ],
-    }
-    return web.json_response({"object": "list", "data": [card]}, dumps=dumps)
+    body = wire.model_list(name, engine.max_model_len, root=name, owned_by="fulmen")
+    return web.json_response(body, dumps=wire.dumps)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -251,11 +229,11 @@ async def _chat(request: web.Request) -> web.StreamResponse:
                 token_ids=req.return_token_ids,
             )
         )
-    body = build.chat_completion(
+    completion_tokens = sum(len(o.token_ids) for o in outputs)
+    body = build.envelope.chat_completion(
         choices,
-        prompt_ids=tuple(prompt),
-        completion_tokens=sum(len(o.token_ids) for o in outputs),
-        token_ids=req.return_token_ids,
+        usage=wire.usage(len(prompt), completion_tokens),
+        prompt_token_ids=prompt if req.return_token_ids else None,
     )
     return _json_response(body, version)
 
@@ -278,7 +256,7 @@ def _builders(request: web.Request, response_id: str) -> Callable[[int], Respons
 
 
 def _json_response(body: dict[str, Any], version: int) -> web.Response:
-    response = web.json_response(body, dumps=dumps)
+    response = web.json_response(body, dumps=wire.dumps)
     response.headers[POLICY_VERSION_HEADER] = str(version)
     return response
 
@@ -326,9 +304,8 @@ async def _completions(request: web.Request) -> web.StreamResponse:
         for key, outs in enumerate(results)
         for out in outs
     ]
-    body = build.completion(
-        choices,
-        prompt_tokens=sum(len(p) for p in prompts),
-        completion_tokens=sum(len(o.token_ids) for outs in results for o in outs),
+    completion_tokens = sum(len(o.token_ids) for outs in results for o in outs)
+    body = build.envelope.completion(
+        choices, usage=wire.usage(sum(len(p) for p in prompts), completion_tokens)
     )
     return _json_response(body, version)

@@ -1,19 +1,13 @@
-"""OpenAI/vLLM-shaped API errors: ``{"error": {"message", "type", "param", "code"}}``."""
+"""API errors answered with vLLM's error body (shape from :func:`fulmen.wire.error_body`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from fulmen import wire
 from fulmen.errors import ServingError
 
 __all__ = ["ApiError", "bad_request"]
-
-_TYPES = {
-    400: "BadRequestError",
-    404: "NotFoundError",
-    500: "InternalServerError",
-    503: "ServiceUnavailableError",
-}
 
 
 class ApiError(ServingError):
@@ -26,15 +20,8 @@ class ApiError(ServingError):
         self.param = param
 
     def body(self) -> dict[str, Any]:
-        """The JSON body, shaped like vLLM's."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": _TYPES.get(self.status, "APIError"),
-                "param": self.param,
-                "code": self.status,
-            }
-        }
+        """The JSON body ``{"error": {message, type, param, code}}``, as vLLM writes it."""
+        return wire.error_body(self.status, self.message, param=self.param)
 
 
 def bad_request(message: str, param: str | None = None) -> ApiError:

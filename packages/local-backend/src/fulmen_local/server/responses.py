@@ -1,33 +1,28 @@
-"""Response bodies in vLLM's OpenAI wire format (checked against vLLM 0.32 recordings).
+"""The server's responses: engine outputs written in vLLM's OpenAI wire format.
 
-Non-streaming chat: vLLM's fields, with top-level ``prompt_token_ids`` and per-choice
-``token_ids`` when ``return_token_ids`` is set (else null), ``logprobs.content[]`` entries
-``{token, logprob, bytes, top_logprobs}``. Streaming chat: a role chunk per choice (carrying the
-prompt ids), one chunk per token with its ``token_ids``, ``stop_reason`` on the finishing
-chunk, an optional usage chunk, then ``[DONE]``. Every body also has ``policy_version``.
+How a body, chunk or logprob looks is :mod:`fulmen.wire`'s (shared with the vLLM test double);
+this module fills them from what the engine produced (:class:`SequenceOutput`,
+:class:`TokenEvent`) with the tokenizer's token texts. Every body and chunk ends with fulmen's
+``policy_version``.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from fulmen_local.server.outputs import SequenceOutput
+from fulmen import wire
+
+from fulmen_local.server.outputs import SequenceOutput, TokenEvent
 from fulmen_local.server.tokens import TokenTexts
 
-__all__ = ["POLICY_VERSION_HEADER", "ResponseBuilder", "dumps"]
+__all__ = ["FINGERPRINT", "ResponseBuilder"]
 
-POLICY_VERSION_HEADER = "X-Fulmen-Policy-Version"
-"""Response header carrying the policy version that produced the response."""
-
-
-def dumps(obj: Any) -> str:
-    """Compact JSON, as vLLM writes it."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+FINGERPRINT = "fulmen-local"
+"""``system_fingerprint`` of this server's responses."""
 
 
 class ResponseBuilder:
-    """Builds the JSON bodies of one request (shared identity fields).
+    """Writes the bodies and chunks of one request.
 
     Args:
         texts: Token texts for logprobs.
@@ -48,51 +43,44 @@ class ResponseBuilder:
     ) -> None:
         self.text = texts
         """Text of one token, as logprobs report it."""
-        self.response_id = response_id
-        self.model = model
-        self.created = created
         self.policy_version = policy_version
-        self.fingerprint = "fulmen-local"
+        self.envelope = wire.Envelope(
+            response_id=response_id,
+            created=created,
+            model=model,
+            fingerprint=FINGERPRINT,
+            trailer={"policy_version": policy_version},
+        )
+        """Identity fields and whole bodies (see :class:`fulmen.wire.Envelope`)."""
 
     # ------------------------------------------------------------------ logprobs
 
-    def chat_logprob_entry(
+    def _top(self, top: tuple[tuple[int, float], ...]) -> wire.TopLogprobs:
+        return [(self.text(i), lp) for i, lp in top]
+
+    def chat_logprob(
         self, token_id: int, logprob: float, top: tuple[tuple[int, float], ...]
     ) -> dict[str, Any]:
         """One ``logprobs.content[]`` entry."""
-        token = self.text(token_id)
-        return {
-            "token": token,
-            "logprob": logprob,
-            "bytes": list(token.encode("utf-8")),
-            "top_logprobs": [
-                {"token": (t := self.text(i)), "logprob": lp, "bytes": list(t.encode("utf-8"))}
-                for i, lp in top
-            ],
-        }
+        return wire.chat_logprob(self.text(token_id), logprob, self._top(top))
 
-    def completion_logprobs(self, out: SequenceOutput) -> dict[str, Any]:
-        """The ``/v1/completions`` logprobs object (tokens, offsets, top dicts)."""
-        tokens = [self.text(t) for t in out.token_ids]
-        offsets: list[int] = []
-        pos = 0
-        for token in tokens:
-            offsets.append(pos)
-            pos += len(token)
-        tops: list[dict[str, float]] = []
-        for token, lp, top in zip(tokens, out.logprobs, out.top_logprobs, strict=True):
-            entry = {token: lp}
-            for i, alt in top:
-                entry.setdefault(self.text(i), alt)
-            tops.append(entry)
-        return {
-            "text_offset": offsets,
-            "token_logprobs": list(out.logprobs),
-            "tokens": tokens,
-            "top_logprobs": tops,
-        }
+    def completion_logprobs(
+        self,
+        token_ids: tuple[int, ...],
+        logprobs: tuple[float, ...],
+        tops: tuple[tuple[tuple[int, float], ...], ...],
+        *,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """The ``/v1/completions`` logprobs object of consecutive tokens."""
+        return wire.completion_logprobs(
+            [self.text(t) for t in token_ids],
+            logprobs,
+            [self._top(top) for top in tops],
+            offset=offset,
+        )
 
-    # ------------------------------------------------------------------ chat
+    # ------------------------------------------------------------------ whole responses
 
     def chat_choice(
         self,
@@ -103,111 +91,22 @@ class ResponseBuilder:
         logprobs: bool,
         token_ids: bool,
     ) -> dict[str, Any]:
-        """One choice of a non-streaming chat completion."""
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": content,
-            "refusal": None,
-            "annotations": None,
-            "audio": None,
-            "function_call": None,
-        }
-        if tool_calls:
-            message["tool_calls"] = tool_calls
-        message["reasoning"] = None
+        """One choice of a non-streaming chat completion (finishing ``tool_calls`` when the
+        parser found calls)."""
         entries = None
         if logprobs:
-            entries = {
-                "content": [
-                    self.chat_logprob_entry(t, lp, top)
-                    for t, lp, top in zip(
-                        out.token_ids, out.logprobs, out.top_logprobs, strict=True
-                    )
-                ]
-            }
-        return {
-            "index": out.index,
-            "message": message,
-            "logprobs": entries,
-            "finish_reason": "tool_calls" if tool_calls else out.finish_reason,
-            "stop_reason": out.stop_reason,
-            "token_ids": list(out.token_ids) if token_ids else None,
-            "routed_experts": None,
-        }
-
-    def chat_completion(
-        self,
-        choices: list[dict[str, Any]],
-        *,
-        prompt_ids: tuple[int, ...],
-        completion_tokens: int,
-        token_ids: bool,
-    ) -> dict[str, Any]:
-        """The whole non-streaming chat completion body."""
-        return {
-            "id": self.response_id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-            "service_tier": None,
-            "system_fingerprint": self.fingerprint,
-            "usage": self.usage(len(prompt_ids), completion_tokens, details=True),
-            "prompt_logprobs": None,
-            "prompt_token_ids": list(prompt_ids) if token_ids else None,
-            "prompt_text": None,
-            "kv_transfer_params": None,
-            "ec_transfer_params": None,
-            "metrics": None,
-            "policy_version": self.policy_version,
-        }
-
-    def usage(self, prompt: int, completion: int, *, details: bool) -> dict[str, Any]:
-        """Token counts (``details`` adds vLLM's null detail fields)."""
-        usage: dict[str, Any] = {
-            "prompt_tokens": prompt,
-            "total_tokens": prompt + completion,
-            "completion_tokens": completion,
-        }
-        if details:
-            usage["prompt_tokens_details"] = None
-            usage["completion_tokens_details"] = None
-        return usage
-
-    def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        """A ``chat.completion.chunk`` with the given choices and extra top-level fields."""
-        body: dict[str, Any] = {
-            "id": self.response_id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
-        body.update(extra)
-        body["policy_version"] = self.policy_version
-        return body
-
-    def role_chunk(self, index: int, prompt_ids: tuple[int, ...] | None) -> dict[str, Any]:
-        """First chunk of a streamed choice (prompt ids when requested)."""
-        choice = {
-            "index": index,
-            "delta": {"role": "assistant", "content": ""},
-            "logprobs": None,
-            "finish_reason": None,
-        }
-        if prompt_ids is None:
-            return self.chunk([choice])
-        return self.chunk([choice], prompt_token_ids=list(prompt_ids), prompt_text=None)
-
-    def usage_chunk(self, prompt: int, completion: int) -> dict[str, Any]:
-        """The final usage chunk (``stream_options.include_usage``)."""
-        return self.chunk(
-            [],
-            usage=self.usage(prompt, completion, details=False),
-            system_fingerprint=self.fingerprint,
+            entries = [
+                self.chat_logprob(t, lp, top)
+                for t, lp, top in zip(out.token_ids, out.logprobs, out.top_logprobs, strict=True)
+            ]
+        return wire.chat_choice(
+            out.index,
+            out,
+            wire.chat_message(content, tool_calls or ()),
+            logprobs=entries,
+            return_token_ids=token_ids,
+            finish_reason="tool_calls" if tool_calls else None,
         )
-
-    # ------------------------------------------------------------------ completions
 
     def completion_choice(
         self,
@@ -219,46 +118,65 @@ class ResponseBuilder:
         token_ids: bool,
     ) -> dict[str, Any]:
         """One choice of a non-streaming ``/v1/completions`` body."""
-        return {
-            "index": index,
-            "text": out.text,
-            "logprobs": self.completion_logprobs(out) if logprobs else None,
-            "finish_reason": out.finish_reason,
-            "stop_reason": out.stop_reason,
-            "token_ids": list(out.token_ids) if token_ids else None,
-            "prompt_logprobs": None,
-            "prompt_token_ids": list(prompt_ids) if token_ids else None,
-            "routed_experts": None,
-        }
+        entries = None
+        if logprobs:
+            entries = self.completion_logprobs(out.token_ids, out.logprobs, out.top_logprobs)
+        return wire.completion_choice(
+            index, out, logprobs=entries, prompt_token_ids=prompt_ids, return_token_ids=token_ids
+        )
 
-    def completion(
-        self, choices: list[dict[str, Any]], *, prompt_tokens: int, completion_tokens: int
+    # ------------------------------------------------------------------ stream choices
+
+    def chat_event_choice(
+        self,
+        ev: TokenEvent,
+        delta: dict[str, Any],
+        finish_reason: str | None,
+        *,
+        logprobs: bool,
+        token_ids: bool,
     ) -> dict[str, Any]:
-        """The whole non-streaming ``/v1/completions`` body."""
-        return {
-            "id": self.response_id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-            "service_tier": None,
-            "system_fingerprint": self.fingerprint,
-            "usage": self.usage(prompt_tokens, completion_tokens, details=True),
-            "kv_transfer_params": None,
-            "ec_transfer_params": None,
-            "metrics": None,
-            "policy_version": self.policy_version,
-        }
+        """The choice of the chat chunk carrying one engine event."""
+        entries = None
+        if logprobs and ev.token_id is not None:
+            entries = [self.chat_logprob(ev.token_id, ev.logprob or 0.0, ev.top_logprobs)]
+        return wire.chat_chunk_choice(
+            ev.index,
+            delta,
+            logprobs=entries,
+            finish_reason=finish_reason,
+            stop_reason=ev.stop_reason,
+            token_ids=_event_ids(ev) if token_ids else None,
+        )
 
-    def completion_chunk(self, choice: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        """A streamed ``text_completion`` chunk."""
-        body: dict[str, Any] = {
-            "id": self.response_id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-        }
-        body.update(extra)
-        body["policy_version"] = self.policy_version
-        return body
+    def completion_event_choice(
+        self,
+        ev: TokenEvent,
+        index: int,
+        *,
+        offset: int,
+        logprobs: bool,
+        token_ids: bool,
+        prompt_ids: list[int] | None,
+    ) -> dict[str, Any]:
+        """The choice of the completions chunk carrying one engine event; ``offset``: the
+        characters of token text this choice has reported so far; ``prompt_ids`` on the
+        choice's first chunk only."""
+        entries = None
+        if logprobs and ev.token_id is not None:
+            entries = self.completion_logprobs(
+                (ev.token_id,), (ev.logprob or 0.0,), (ev.top_logprobs,), offset=offset
+            )
+        return wire.completion_chunk_choice(
+            index,
+            ev.text,
+            logprobs=entries,
+            finish_reason=ev.finish_reason,
+            stop_reason=ev.stop_reason,
+            token_ids=_event_ids(ev) if token_ids else None,
+            prompt_token_ids=prompt_ids if token_ids else None,
+        )
+
+
+def _event_ids(ev: TokenEvent) -> list[int]:
+    return [ev.token_id] if ev.token_id is not None else []

@@ -1,11 +1,11 @@
 """Server-sent events: the bridge from engine events to the event loop, and SSE writers.
 
 :class:`Submissions` submits an HTTP request's prompts to the engine and yields their events on
-the event loop. :func:`stream_chat` / :func:`stream_completion` write vLLM's chunk sequence:
-headers (with the policy version) once the first token is known, a role chunk per choice with
-the prompt ids, one chunk per token with its ``token_ids``, ``stop_reason`` on the finishing
-chunk, an optional usage chunk, then ``data: [DONE]``. A generation error mid-stream is sent as
-``data: {"error": ...}``.
+the event loop. :func:`stream_chat` / :func:`stream_completion` send vLLM's chunk sequence
+(shapes and framing from :mod:`fulmen.wire`): headers (with the policy version) once the first
+token is known, a role chunk per choice with the prompt ids, one chunk per token with its
+``token_ids``, an optional usage chunk, then ``data: [DONE]``. A generation error mid-stream is
+sent as ``data: {"error": ...}``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
+from fulmen import wire
 
 from fulmen_local.server.engine import ContextLengthError, EngineStoppedError, GenerationEngine
 from fulmen_local.server.errors import ApiError, bad_request
 from fulmen_local.server.executor import GenerationHandle
 from fulmen_local.server.outputs import TokenEvent
 from fulmen_local.server.params import ParsedRequest
-from fulmen_local.server.responses import POLICY_VERSION_HEADER, ResponseBuilder, dumps
+from fulmen_local.server.responses import ResponseBuilder
 from fulmen_local.server.sampling import SamplingParams
 from fulmen_local.server.tool_parsers import ChoiceToolCalls, ToolCallDecoding
 
@@ -76,9 +77,9 @@ class Submissions:
 async def _open_stream(request: web.Request, version: int) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
-            "Content-Type": "text/event-stream",
+            "Content-Type": wire.SSE_CONTENT_TYPE,
             "Cache-Control": "no-cache",
-            POLICY_VERSION_HEADER: str(version),
+            wire.POLICY_VERSION_HEADER: str(version),
         }
     )
     if "X-Request-Id" in request.headers:
@@ -87,20 +88,34 @@ async def _open_stream(request: web.Request, version: int) -> web.StreamResponse
     return response
 
 
-async def _send(response: web.StreamResponse, body: Any) -> None:
-    payload = body if isinstance(body, str) else dumps(body)
-    await response.write(f"data: {payload}\n\n".encode())
+async def _send(response: web.StreamResponse, body: object) -> None:
+    await response.write(wire.sse_event(body))
 
 
-async def _first_event(
-    subs: Submissions,
-) -> tuple[AsyncIterator[tuple[int, TokenEvent]], tuple[int, TokenEvent]]:
+async def _finish(response: web.StreamResponse) -> None:
+    await response.write(wire.SSE_DONE)
+    await response.write_eof()
+
+
+async def _started(subs: Submissions) -> tuple[AsyncIterator[tuple[int, TokenEvent]], int]:
+    """All events of the request (the first included) and the first's policy version, once the
+    first is known (before any header is sent, so a failure there is still an HTTP error).
+
+    Raises:
+        ApiError: 500 when the generation failed before its first token.
+    """
     events = subs.events()
     first = await anext(events)
     event = first[1]
     if event.token_id is None and event.finish_reason == "error":
         raise ApiError(500, f"generation failed: {event.error}")
-    return events, first
+
+    async def chained() -> AsyncIterator[tuple[int, TokenEvent]]:
+        yield first
+        async for item in events:
+            yield item
+
+    return chained(), event.policy_version
 
 
 async def stream_chat(
@@ -113,50 +128,32 @@ async def stream_chat(
 ) -> web.StreamResponse:
     """Stream a chat completion; with ``tools`` (the request asks for tool calls) content is
     held back from a call's start and the calls come in the finishing chunk."""
-    events, first = await _first_event(subs)
-    build = make_builder(first[1].policy_version)
+    events, version = await _started(subs)
+    build = make_builder(version)
     response = await _open_stream(request, build.policy_version)
+    prompt_ids = prompt if req.return_token_ids else None
     for i in range(req.n):
-        await _send(response, build.role_chunk(i, prompt if req.return_token_ids else None))
+        await _send(response, build.envelope.role_chunk(i, prompt_ids))
     choices = [tools.stream(req.stop) if tools is not None else None for _ in range(req.n)]
     completion_tokens, running = 0, req.n
 
-    async def all_events() -> AsyncIterator[tuple[int, TokenEvent]]:
-        yield first
-        async for item in events:
-            yield item
-
-    async for _, ev in all_events():
+    async for _, ev in events:
         if ev.finish_reason == "error":
             await _send(response, ApiError(500, f"generation failed: {ev.error}").body())
             break
         completion_tokens += ev.token_id is not None
         running -= ev.finish_reason is not None
         delta, finish = _chat_delta(ev, choices[ev.index])
-        if not delta and finish is None and not (req.return_token_ids or req.logprobs):
+        if not wire.sends_chat_chunk(delta, finish, req.return_token_ids):
             continue
-        choice: dict[str, Any] = {
-            "index": ev.index,
-            "delta": delta,
-            "logprobs": None,
-            "finish_reason": finish,
-        }
-        if req.logprobs and ev.token_id is not None:
-            entry = build.chat_logprob_entry(ev.token_id, ev.logprob or 0.0, ev.top_logprobs)
-            choice["logprobs"] = {"content": [entry]}
-        if finish is not None:
-            choice["stop_reason"] = ev.stop_reason
-        if req.return_token_ids:
-            choice["token_ids"] = [ev.token_id] if ev.token_id is not None else []
-        last = running == 0 and not req.include_usage
-        await _send(
-            response,
-            build.chunk([choice], **({"system_fingerprint": build.fingerprint} if last else {})),
+        choice = build.chat_event_choice(
+            ev, delta, finish, logprobs=req.logprobs, token_ids=req.return_token_ids
         )
+        final = running == 0 and not req.include_usage
+        await _send(response, build.envelope.chat_chunk(choice, final=final))
     if req.include_usage:
-        await _send(response, build.usage_chunk(len(prompt), completion_tokens))
-    await _send(response, "[DONE]")
-    await response.write_eof()
+        await _send(response, build.envelope.chat_usage_chunk(len(prompt), completion_tokens))
+    await _finish(response)
     return response
 
 
@@ -167,7 +164,15 @@ def _chat_delta(ev: TokenEvent, tools: ChoiceToolCalls | None) -> tuple[dict[str
     delta: dict[str, Any] = {}
     calls: list[dict[str, Any]] = []
     if parsed is not None:
-        calls = [{"index": k, **call} for k, call in enumerate(parsed.tool_calls)]
+        calls = [
+            wire.tool_call_delta(
+                k,
+                call_id=call["id"],
+                name=call["function"]["name"],
+                arguments=call["function"]["arguments"],
+            )
+            for k, call in enumerate(parsed.tool_calls)
+        ]
         finish = "tool_calls"
     if calls:  # vLLM's tool-call deltas carry an explicit null content
         delta["content"] = content or None
@@ -184,53 +189,34 @@ async def stream_completion(
     prompts: list[list[int]],
     make_builder: Callable[[int], ResponseBuilder],
 ) -> web.StreamResponse:
-    events, first = await _first_event(subs)
-    build = make_builder(first[1].policy_version)
+    events, version = await _started(subs)
+    build = make_builder(version)
     response = await _open_stream(request, build.policy_version)
     started: set[int] = set()
     offsets: dict[int, int] = {}
     completion_tokens = 0
 
-    async def all_events() -> AsyncIterator[tuple[int, TokenEvent]]:
-        yield first
-        async for item in events:
-            yield item
-
-    async for key, ev in all_events():
+    async for key, ev in events:
         if ev.finish_reason == "error":
             await _send(response, ApiError(500, f"generation failed: {ev.error}").body())
             break
         index = key * req.n + ev.index
-        choice: dict[str, Any] = {
-            "index": index,
-            "text": ev.text,
-            "logprobs": None,
-            "finish_reason": ev.finish_reason,
-        }
-        if ev.finish_reason is not None:
-            choice["stop_reason"] = ev.stop_reason
-        if req.logprobs and ev.token_id is not None:
-            token = build.text(ev.token_id)
-            top = {token: ev.logprob or 0.0}
-            for i, lp in ev.top_logprobs:
-                top.setdefault(build.text(i), lp)
-            choice["logprobs"] = {
-                "text_offset": [offsets.get(index, 0)],
-                "token_logprobs": [ev.logprob],
-                "tokens": [token],
-                "top_logprobs": [top],
-            }
-            offsets[index] = offsets.get(index, 0) + len(token)
-        if req.return_token_ids:
-            choice["token_ids"] = [ev.token_id] if ev.token_id is not None else []
-            if index not in started:
-                choice["prompt_token_ids"] = list(prompts[key])
+        choice = build.completion_event_choice(
+            ev,
+            index,
+            offset=offsets.get(index, 0),
+            logprobs=req.logprobs,
+            token_ids=req.return_token_ids,
+            prompt_ids=prompts[key] if index not in started else None,
+        )
+        if ev.token_id is not None:
+            offsets[index] = offsets.get(index, 0) + len(build.text(ev.token_id))
         started.add(index)
         completion_tokens += ev.token_id is not None
-        await _send(response, build.completion_chunk(choice))
+        await _send(response, build.envelope.completion_chunk(choice))
     if req.include_usage:
-        usage = build.usage(sum(len(p) for p in prompts), completion_tokens, details=False)
-        await _send(response, {**build.completion_chunk({}), "choices": [], "usage": usage})
-    await _send(response, "[DONE]")
-    await response.write_eof()
+        prompt_tokens = sum(len(p) for p in prompts)
+        usage = build.envelope.completion_usage_chunk(prompt_tokens, completion_tokens)
+        await _send(response, usage)
+    await _finish(response)
     return response

@@ -10,7 +10,8 @@ from typing import Any
 
 from fulmen.gateway.app import Gateway
 from fulmen.store.sqlite import SQLiteStore, open_store
-from fulmen.testing.vllm_double import VllmDouble
+
+from fulmen_testkit.vllm_double.server import VllmDouble
 
 __all__ = ["Stack", "running_stack"]
 

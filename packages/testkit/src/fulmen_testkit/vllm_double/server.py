@@ -12,7 +12,10 @@ byte-level BPE tokenizer (:mod:`.tokenizer`); the text comes from a pluggable *r
 Faults can be injected for tests (:class:`Faults`): delay, HTTP 500, a dropped connection, or a
 response without token ids (like a server that does not support ``return_token_ids``).
 
-Run it alone with ``python -m fulmen.testing --port 8000`` (prints its URL).
+How bodies and chunks look is :mod:`fulmen.wire`'s, shared with the embedded inference server;
+this module is the double's server: routes, request checks, faults.
+
+Run it alone with ``python -m fulmen_testkit.vllm_double --port 8000`` (prints its URL).
 """
 
 from __future__ import annotations
@@ -29,28 +32,25 @@ from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
-
+from fulmen import wire
 from fulmen.gateway.loop_thread import LoopThread
-from fulmen.testing.generation import (
+
+from fulmen_testkit.vllm_double.bodies import (
+    FINGERPRINT,
+    chat_choice,
+    chat_stream_chunks,
+    completion_choice,
+    completion_stream_chunks,
+    omit_token_ids,
+)
+from fulmen_testkit.vllm_double.generation import (
     Generation,
     RequestParams,
     Responder,
     default_responder,
     generate,
 )
-from fulmen.testing.tokenizer import get_tokenizer, render_chat
-from fulmen.testing.wire import (
-    FINGERPRINT,
-    chat_choice,
-    chat_stream_chunks,
-    chunk_header,
-    completion_choice,
-    completion_stream_chunks,
-    error_body,
-    model_list,
-    omit_token_ids,
-    usage,
-)
+from fulmen_testkit.vllm_double.tokenizer import get_tokenizer, render_chat
 
 __all__ = ["Faults", "ReceivedRequest", "VllmDouble"]
 
@@ -94,9 +94,10 @@ class ReceivedRequest:
 class _Reject(Exception):
     """An error response to send (vLLM-shaped)."""
 
-    def __init__(self, status: int, message: str, kind: str, param: str | None = None) -> None:
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
         super().__init__(message)
-        self.response = web.json_response(error_body(status, message, kind, param), status=status)
+        body = wire.error_body(status, message, param=param)
+        self.response = web.json_response(body, status=status, dumps=wire.dumps)
 
 
 class VllmDouble:
@@ -192,16 +193,17 @@ class VllmDouble:
     # ----------------------------------------------------------------------------- handlers
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response(model_list(self.model, self.max_model_len))
+        body = wire.model_list(self.model, self.max_model_len, root="model")
+        return web.json_response(body, dumps=wire.dumps)
 
     async def _begin(self, request: web.Request) -> tuple[dict[str, Any], str, Faults | None]:
         """Parse and check the common parts; apply delay/500 faults. Raises :class:`_Reject`."""
         try:
             body = json.loads(await request.read())
         except json.JSONDecodeError as exc:
-            raise _Reject(400, f"Invalid JSON body: {exc}", "BadRequestError") from None
+            raise _Reject(400, f"Invalid JSON body: {exc}") from None
         if not isinstance(body, dict):
-            raise _Reject(400, "The request body must be a JSON object", "BadRequestError")
+            raise _Reject(400, "The request body must be a JSON object")
         rid = request.headers.get("X-Request-Id", "")
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.received.append(ReceivedRequest(request.path, rid, body, headers))
@@ -210,14 +212,14 @@ class VllmDouble:
             message = (
                 f"The model `{body.get('model')}` does not exist. Valid aliases: {self.model}."
             )
-            raise _Reject(404, message, "NotFoundError", "model")
+            raise _Reject(404, message, "model")
         faults = self.faults if self.faults.applies(rid) else None
         delay = self.latency_s * (1 + self.latency_jitter * self._jitter.uniform(-1, 1))
         delay += faults.delay_s if faults else 0.0
         if delay > 0:
             await asyncio.sleep(delay)
         if faults and faults.status_500:
-            raise _Reject(500, "EngineCore encountered an issue (injected)", "InternalServerError")
+            raise _Reject(500, "EngineCore encountered an issue (injected)")
         return body, rid, faults
 
     def _budget(self, body: Mapping[str, Any], prompt_len: int) -> int:
@@ -238,7 +240,6 @@ class VllmDouble:
                 f"your prompt contains {qualifier}{count} input tokens, which exceeds this limit "
                 "even without any output tokens. Please reduce the length of the input prompt. "
                 f"(parameter=input_tokens, value={count})",
-                "BadRequestError",
                 "input_tokens",
             )
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -248,7 +249,6 @@ class VllmDouble:
             raise _Reject(
                 400,
                 f"max_tokens must be at least 1, got {max_tokens}.",
-                "BadRequestError",
                 "max_tokens",
             )
         if max_tokens > self.max_model_len:
@@ -257,7 +257,6 @@ class VllmDouble:
                 f"max_tokens={max_tokens} cannot be greater than max_model_len="
                 f"{self.max_model_len}. Please request fewer output tokens. "
                 f"(parameter=max_tokens, value={max_tokens})",
-                "BadRequestError",
                 "max_tokens",
             )
         return min(max_tokens, self.max_model_len - prompt_len)
@@ -293,19 +292,25 @@ class VllmDouble:
             body=body, endpoint=endpoint, prompt_text=prompt_text, seed=seed, choice_index=index
         )
 
+    def _envelope(self, response_id: str) -> wire.Envelope:
+        return wire.Envelope(
+            response_id=response_id,
+            created=int(time.time()),
+            model=self.model,
+            fingerprint=FINGERPRINT,
+        )
+
     def _headers(self) -> dict[str, str]:
         if self.policy_version is None:
             return {}
-        return {"X-Fulmen-Policy-Version": str(self.policy_version)}
+        return {wire.POLICY_VERSION_HEADER: str(self.policy_version)}
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         try:
             body, rid, faults = await self._begin(request)
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
-                raise _Reject(
-                    400, "messages: a non-empty list is required", "BadRequestError", "messages"
-                )
+                raise _Reject(400, "messages: a non-empty list is required", "messages")
             tools: list[Mapping[str, Any]] = body.get("tools") or []
             prompt_text = render_chat(messages, tools)  # pyright: ignore[reportUnknownArgumentType]
             prompt_ids = list(self._encode(prompt_text))
@@ -320,11 +325,11 @@ class VllmDouble:
         ]
         want_ids = body.get("return_token_ids") is True and not (faults and faults.omit_token_ids)
         top = int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
-        created = int(time.time())
+        envelope = self._envelope(f"chatcmpl-{rid}")
         if body.get("stream"):
             chunks = chat_stream_chunks(
                 self._tok,
-                chunk_header("chat", rid, created, self.model),
+                envelope,
                 prompt_ids,
                 gens,
                 tools_active=tools_active,
@@ -339,33 +344,23 @@ class VllmDouble:
             )
             for g, p in gens
         ]
-        response: dict[str, Any] = {
-            "id": f"chatcmpl-{rid}",
-            "object": "chat.completion",
-            "created": created,
-            "model": self.model,
-            "choices": choices,
-            "service_tier": None,
-            "system_fingerprint": FINGERPRINT,
-            "usage": usage(len(prompt_ids), sum(len(g.token_ids) for g, _ in gens)),
-            "prompt_logprobs": None,
-            "prompt_token_ids": prompt_ids if want_ids else None,
-            "prompt_text": None,
-            "kv_transfer_params": None,
-            "ec_transfer_params": None,
-            "metrics": None,
-        }
+        completion_tokens = sum(len(g.token_ids) for g, _ in gens)
+        response = envelope.chat_completion(
+            choices,
+            usage=wire.usage(len(prompt_ids), completion_tokens),
+            prompt_token_ids=prompt_ids if want_ids else None,
+        )
         if faults and faults.omit_token_ids:
             omit_token_ids(response)
         if faults and faults.drop_connection:
-            return await _cut(request, json.dumps(response).encode())
-        return web.json_response(response, headers=self._headers())
+            return await _cut(request, wire.dumps(response).encode())
+        return web.json_response(response, headers=self._headers(), dumps=wire.dumps)
 
     async def _send_stream(
         self, request: web.Request, chunks: list[dict[str, Any]], faults: Faults | None
     ) -> web.StreamResponse:
         response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream; charset=utf-8", **self._headers()}
+            headers={"Content-Type": wire.SSE_CONTENT_TYPE, **self._headers()}
         )
         await response.prepare(request)
         for n, chunk in enumerate(chunks):
@@ -374,8 +369,8 @@ class VllmDouble:
                 return response
             if faults and faults.omit_token_ids:
                 omit_token_ids(chunk)
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        await response.write(b"data: [DONE]\n\n")
+            await response.write(wire.sse_event(chunk))
+        await response.write(wire.SSE_DONE)
         await response.write_eof()
         return response
 
@@ -393,7 +388,7 @@ class VllmDouble:
         n = int(body.get("n") or 1)
         want_ids = body.get("return_token_ids") is True and not (faults and faults.omit_token_ids)
         top = None if body.get("logprobs") is None else int(body["logprobs"])
-        created = int(time.time())
+        envelope = self._envelope(f"cmpl-{rid}")
         runs = [
             (p * n + j, ids, self._generate(body, "completions", [], [], text, max_tokens, j)[0])
             for p, (text, ids) in enumerate(encoded)
@@ -402,7 +397,7 @@ class VllmDouble:
         if body.get("stream"):
             chunks = completion_stream_chunks(
                 self._tok,
-                chunk_header("completions", rid, created, self.model),
+                envelope,
                 runs,
                 top=top,
                 want_ids=want_ids,
@@ -414,24 +409,13 @@ class VllmDouble:
             for index, ids, gen in runs
         ]
         prompt_tokens = sum(len(ids) for _, ids in encoded)
-        response: dict[str, Any] = {
-            "id": f"cmpl-{rid}",
-            "object": "text_completion",
-            "created": created,
-            "model": self.model,
-            "choices": choices,
-            "service_tier": None,
-            "system_fingerprint": FINGERPRINT,
-            "usage": usage(prompt_tokens, sum(len(g.token_ids) for _, _, g in runs)),
-            "kv_transfer_params": None,
-            "ec_transfer_params": None,
-            "metrics": None,
-        }
+        completion_tokens = sum(len(g.token_ids) for _, _, g in runs)
+        response = envelope.completion(choices, usage=wire.usage(prompt_tokens, completion_tokens))
         if faults and faults.omit_token_ids:
             omit_token_ids(response)
         if faults and faults.drop_connection:
-            return await _cut(request, json.dumps(response).encode())
-        return web.json_response(response, headers=self._headers())
+            return await _cut(request, wire.dumps(response).encode())
+        return web.json_response(response, headers=self._headers(), dumps=wire.dumps)
 
 
 def _prompts(prompt: object) -> list[str | list[int]]:
@@ -449,7 +433,6 @@ def _prompts(prompt: object) -> list[str | list[int]]:
     raise _Reject(
         400,
         "prompt: a non-empty string, list of strings or list of token ids is required",
-        "BadRequestError",
         "prompt",
     )
 

@@ -1,4 +1,4 @@
-"""``python -m fulmen.testing``: serve the vLLM wire-format test double (prints its URL)."""
+"""``python -m fulmen_testkit.vllm_double``: serve the vLLM test double (prints its URL)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from fulmen.testing.vllm_double import VllmDouble
+from fulmen_testkit.vllm_double.server import VllmDouble
 
 __all__ = ["main"]
 
@@ -15,7 +15,7 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI: serve the double until interrupted; prints ``URL`` on its first stdout line."""
     parser = argparse.ArgumentParser(
-        prog="python -m fulmen.testing",
+        prog="python -m fulmen_testkit.vllm_double",
         description="Serve the vLLM wire-format TEST DOUBLE (not vLLM) until interrupted.",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fulmen.testing.tokenizer import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ToyTokenizer
+from fulmen_testkit.vllm_double.tokenizer import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ToyTokenizer
 
 __all__ = [
     "Generation",
