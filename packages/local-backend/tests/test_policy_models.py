@@ -200,3 +200,12 @@ def test_lora_targets_the_model_lacks_name_its_layers(qwen_dir: Path) -> None:
     settings = parse_local_settings({"device": "cpu", "lora": {"target_modules": ["qkv_proj"]}})
     with pytest.raises(ConfigError, match=r"target_modules = \['qkv_proj'\].*named .*q_proj"):
         load_policy(qwen_dir, settings)
+
+
+def test_max_tokens_must_leave_room_for_a_prompt(qwen_dir: Path) -> None:
+    from fulmen_local.train.model_setup import check_context
+
+    policy = load_policy(qwen_dir, parse_local_settings({"device": "cpu"}), for_training=False)
+    check_context(255, policy, qwen_dir)  # the context is 256 positions
+    with pytest.raises(ConfigError, match=r"max_tokens = 256 leaves no room .* 256 tokens"):
+        check_context(256, policy, qwen_dir)
