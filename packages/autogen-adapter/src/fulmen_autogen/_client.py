@@ -93,7 +93,7 @@ class _EpisodeClient(OpenAIChatCompletionClient):
 
     _fulmen_agent: str | None = None
 
-    async def create(  # pyright: ignore[reportIncompatibleMethodOverride]
+    async def create(
         self, *args: Any, **kwargs: Any
     ) -> CreateResult:
         """Same as the base class, inside a call scope."""
@@ -103,7 +103,7 @@ class _EpisodeClient(OpenAIChatCompletionClient):
         finally:
             _scope.reset(token)
 
-    async def create_stream(  # pyright: ignore[reportIncompatibleMethodOverride]
+    async def create_stream(
         self, *args: Any, **kwargs: Any
     ) -> AsyncGenerator[str | CreateResult, None]:
         """Same as the base class, inside a call scope."""

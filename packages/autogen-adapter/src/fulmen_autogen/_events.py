@@ -119,7 +119,7 @@ def _messages(value: object) -> tuple[Mapping[str, Any], ...]:
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}  # pyright: ignore[reportUnknownVariableType]
+    return value if isinstance(value, Mapping) else {}
 
 
 def _text(value: object) -> str:

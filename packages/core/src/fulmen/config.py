@@ -323,7 +323,7 @@ def _table(raw: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]:
             f"{source}: [{name}] must be a table, got {table!r}; write it as [{name}] "
             "followed by key = value lines"
         )
-    return table  # pyright: ignore[reportUnknownVariableType]
+    return table
 
 
 def _unowned_tables(
@@ -347,7 +347,7 @@ def _unowned_tables(
             ),
             stacklevel=3,
         )
-        kept[key] = dict(value)  # pyright: ignore[reportUnknownArgumentType]
+        kept[key] = dict(value)
     return kept
 
 

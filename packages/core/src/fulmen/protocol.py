@@ -367,5 +367,5 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, _Record):
         return {f.name: getattr(value, f.name) for f in fields(value)}  # type: ignore[arg-type]
     if isinstance(value, Mapping):
-        return dict(value)  # type: ignore[arg-type]
+        return dict(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -50,8 +50,8 @@ def _latest(entries: object) -> list[Mapping[str, Any]]:
     if not isinstance(entries, list):
         return []
     # list() of a list is one atomic copy under the GIL: safe while other threads append.
-    snapshot: list[object] = list(entries)[-_SCAN:]  # pyright: ignore[reportUnknownArgumentType]
-    return [e for e in reversed(snapshot) if isinstance(e, Mapping)]  # pyright: ignore[reportUnknownVariableType]
+    snapshot: list[object] = list(entries)[-_SCAN:]
+    return [e for e in reversed(snapshot) if isinstance(e, Mapping)]
 
 
 def find_response_ids(call: LMCallInputs, fallback: object = None) -> list[str] | None:
@@ -70,7 +70,7 @@ def response_ids(response: object) -> list[str]:
     plain dict."""
     items: Iterable[object]
     if isinstance(response, Sequence) and not isinstance(response, str | bytes):
-        items = response  # pyright: ignore[reportUnknownVariableType]
+        items = response
     else:
         items = (response,)
     ids: list[str] = []

@@ -261,11 +261,11 @@ def _child_name(parent: object, child: object) -> str:
         if value is child:
             return key
         if isinstance(value, list | tuple):
-            for index, item in enumerate(value):  # pyright: ignore[reportUnknownArgumentType]
+            for index, item in enumerate(value):
                 if item is child:
                     return f"{key}[{index}]"
         elif isinstance(value, Mapping):
-            for item_key, item in value.items():  # pyright: ignore[reportUnknownVariableType]
+            for item_key, item in value.items():
                 if item is child:
                     return f"{key}[{item_key}]"
     return type(child).__name__

@@ -51,7 +51,7 @@ def response_id_of(result: LLMResult) -> str | None:
                     return found
             headers = (generation.generation_info or {}).get("headers")
             if isinstance(headers, Mapping):
-                for key, value in headers.items():  # pyright: ignore[reportUnknownVariableType]
+                for key, value in headers.items():
                     if str(key).lower() == _REQUEST_ID_HEADER and isinstance(value, str):
                         return value
     return None

@@ -279,7 +279,7 @@ def compose_verl_config(overrides: list[str]) -> DictConfig:
     """
     import os
 
-    import verl  # pyright: ignore[reportMissingTypeStubs]
+    import verl
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
@@ -306,8 +306,8 @@ def check_verl_config(cfg: DictConfig) -> None:
     Raises:
         ConfigError: verl rejects the config; the message is verl's.
     """
-    from verl.trainer.ppo.utils import need_critic, need_reference_policy  # pyright: ignore[reportMissingTypeStubs]
-    from verl.utils.config import omega_conf_to_dataclass, validate_config  # pyright: ignore[reportMissingTypeStubs]
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import omega_conf_to_dataclass, validate_config
 
     try:
         validate_config(

@@ -142,9 +142,9 @@ def collate_rows(
 
 
 def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    from verl.utils.model import compute_position_id_with_mask  # pyright: ignore[reportMissingTypeStubs]
+    from verl.utils.model import compute_position_id_with_mask
 
-    out: torch.Tensor = compute_position_id_with_mask(attention_mask)  # pyright: ignore[reportUnknownVariableType]
+    out: torch.Tensor = compute_position_id_with_mask(attention_mask)
     return out
 
 
@@ -164,7 +164,7 @@ def rows_to_dataproto(
     Raises:
         ValueError: see :func:`collate_rows`.
     """
-    from verl import DataProto  # pyright: ignore[reportMissingTypeStubs]
+    from verl import DataProto
 
     built = collate_rows(rows, pad_token_id=pad_token_id, size_divisor=size_divisor)
     non_tensors = {
@@ -176,4 +176,4 @@ def rows_to_dataproto(
         "global_token_num": built.tensors["attention_mask"].sum(dim=-1).tolist(),
         "fulmen_real_rows": built.num_real,
     }
-    return DataProto.from_dict(tensors=built.tensors, non_tensors=non_tensors, meta_info=meta)  # pyright: ignore[reportUnknownMemberType]
+    return DataProto.from_dict(tensors=built.tensors, non_tensors=non_tensors, meta_info=meta)

@@ -130,11 +130,11 @@ def run_episodes_ray(
     Returns:
         The episode ids (grouped by actor) and the actors, to pass back next step.
     """
-    import ray  # pyright: ignore[reportMissingTypeStubs]
+    import ray
 
     handles = list(workers)
     if not handles:
-        remote_cls: Any = ray.remote(num_cpus=1)(_EpisodeWorker)  # pyright: ignore[reportUnknownMemberType]
+        remote_cls: Any = ray.remote(num_cpus=1)(_EpisodeWorker)
         handles = [remote_cls.remote(gateway_url, runner_spec) for _ in range(actors)]
     shares = [episodes.tasks[i :: len(handles)] for i in range(len(handles))]
     futures = [
@@ -150,5 +150,5 @@ def run_episodes_ray(
         for h, share in zip(handles, shares, strict=True)
         if share
     ]
-    ids: list[str] = [eid for part in ray.get(futures) for eid in part]  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+    ids: list[str] = [eid for part in ray.get(futures) for eid in part]
     return ids, handles

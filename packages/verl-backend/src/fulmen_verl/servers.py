@@ -116,7 +116,7 @@ class ReplicaPool:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # pyright: ignore[reportOptionalMemberAccess, reportAttributeAccessIssue, reportPrivateUsage, reportUnknownMemberType, reportUnknownVariableType]
+        port = site._server.sockets[0].getsockname()[1]  # pyright: ignore[reportOptionalMemberAccess, reportAttributeAccessIssue]
         return f"http://{self._host}:{port}"
 
     async def _stop(self) -> None:

@@ -30,7 +30,7 @@ __all__ = ["data_parallel_size", "prepare_batch", "update_actor"]
 
 def data_parallel_size(trainer: Any) -> int:
     """Data-parallel ranks of the actor (the batch must split evenly over them)."""
-    return int(trainer._get_dp_size(trainer.actor_rollout_wg, "actor"))  # pyright: ignore[reportPrivateUsage]
+    return int(trainer._get_dp_size(trainer.actor_rollout_wg, "actor"))
 
 
 def prepare_batch(trainer: Any, batch: Any, metrics: dict[str, float]) -> Any:
@@ -38,10 +38,10 @@ def prepare_batch(trainer: Any, batch: Any, metrics: dict[str, float]) -> Any:
     logprobs) as verl's ``fit`` does. ``metrics`` receives verl's metrics. Returns the batch."""
     cfg = trainer.config
     if cfg.trainer.balance_batch:
-        trainer._balance_batch(batch, metrics=metrics)  # pyright: ignore[reportPrivateUsage]
+        trainer._balance_batch(batch, metrics=metrics)
     rollout_corr = cfg.algorithm.get("rollout_correction", None)
     if rollout_corr is not None and rollout_corr.get("bypass_mode", False):
-        from verl.trainer.ppo.rollout_corr_helper import apply_bypass_mode  # pyright: ignore[reportMissingTypeStubs]
+        from verl.trainer.ppo.rollout_corr_helper import apply_bypass_mode
 
         apply_bypass_mode(
             batch=batch,
@@ -49,18 +49,18 @@ def prepare_batch(trainer: Any, batch: Any, metrics: dict[str, float]) -> Any:
             policy_loss_config=cfg.actor_rollout_ref.actor.policy_loss,
         )
     else:
-        old, _mfu = trainer._compute_old_log_prob(batch)  # pyright: ignore[reportPrivateUsage]
+        old, _mfu = trainer._compute_old_log_prob(batch)
         old.batch.pop("entropys")
         batch = batch.union(old)
         if rollout_corr is not None:
-            from verl.trainer.ppo.rollout_corr_helper import (  # pyright: ignore[reportMissingTypeStubs]
+            from verl.trainer.ppo.rollout_corr_helper import (
                 compute_rollout_correction_and_add_to_batch,
             )
 
             batch, is_metrics = compute_rollout_correction_and_add_to_batch(batch, rollout_corr)
             metrics.update(is_metrics)
     if trainer.use_reference_policy:
-        batch = batch.union(trainer._compute_ref_log_prob(batch))  # pyright: ignore[reportPrivateUsage]
+        batch = batch.union(trainer._compute_ref_log_prob(batch))
     return batch
 
 
@@ -76,10 +76,10 @@ def update_actor(trainer: Any, batch: Any, *, num_mini_batches: int) -> dict[str
     Raises:
         ValueError: the batch does not split evenly.
     """
-    from verl.utils import tensordict_utils as tu  # pyright: ignore[reportMissingTypeStubs]
-    from verl.utils.metric import reduce_metrics  # pyright: ignore[reportMissingTypeStubs]
-    from verl.utils.py_functional import rename_dict  # pyright: ignore[reportMissingTypeStubs]
-    from verl.workers.utils.padding import left_right_2_no_padding  # pyright: ignore[reportMissingTypeStubs]
+    from verl.utils import tensordict_utils as tu
+    from verl.utils.metric import reduce_metrics
+    from verl.utils.py_functional import rename_dict
+    from verl.workers.utils.padding import left_right_2_no_padding
 
     size = len(batch)
     if size % num_mini_batches:

@@ -123,9 +123,9 @@ def build_verl_trainer(cfg: Any) -> Any:
     resource pools, exactly as ``verl.trainer.main_ppo_v0`` does; the dataloaders verl insists
     on get a one-item placeholder dataset (fulmen's runner supplies the data).
     """
-    from verl.trainer.main_ppo_v0 import BaseTaskRunner  # pyright: ignore[reportMissingTypeStubs]
-    from verl.trainer.ppo.ray_trainer import RayPPOTrainer  # pyright: ignore[reportMissingTypeStubs]
-    from verl.utils.config import omega_conf_to_dataclass  # pyright: ignore[reportMissingTypeStubs]
+    from verl.trainer.main_ppo_v0 import BaseTaskRunner
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+    from verl.utils.config import omega_conf_to_dataclass
 
     helper: Any = BaseTaskRunner()
     _actor_cls, worker_group_cls = helper.add_actor_rollout_worker(cfg)
@@ -154,14 +154,14 @@ def _identity(items: list[Any]) -> list[Any]:
 
 
 def _init_ray(cfg: Any, verl: VerlConfig) -> None:
-    import ray  # pyright: ignore[reportMissingTypeStubs]
+    import ray
     from omegaconf import OmegaConf
-    from verl.trainer.constants_ppo import get_ppo_ray_runtime_env  # pyright: ignore[reportMissingTypeStubs]
+    from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
 
     if ray.is_initialized():
         return
     env: Any = OmegaConf.to_container(OmegaConf.create(get_ppo_ray_runtime_env(cfg)))
-    ray.init(address=verl.ray_address, runtime_env=env)  # pyright: ignore[reportUnknownMemberType]
+    ray.init(address=verl.ray_address, runtime_env=env)
 
 
 def run_verl_training(
@@ -208,7 +208,7 @@ def run_verl_training(
     reports: list[StepReport] = []
     first = 1
     if resume:
-        trainer._load_checkpoint()  # pyright: ignore[reportPrivateUsage]
+        trainer._load_checkpoint()
         first = int(trainer.global_steps) + 1
         sampler.skip((first - 1) * t.tasks_per_step)
         log(f"resumed at step {first - 1}")
@@ -268,7 +268,7 @@ def run_verl_training(
                     metrics["skipped_update"] = 1
                 trainer.global_steps = step
                 if step % t.checkpoint_every == 0 or step == t.steps:
-                    trainer._save_checkpoint()  # pyright: ignore[reportPrivateUsage]
+                    trainer._save_checkpoint()
                 trainer.checkpoint_manager.update_weights(step)
                 metrics["update_s"] = time.perf_counter() - update_started
                 metrics["rollout_s"] = rollout_s

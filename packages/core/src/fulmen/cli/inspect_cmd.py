@@ -184,7 +184,7 @@ def _decoder(path: str | None) -> Any:
     if path is None:
         return None
     try:
-        from transformers import AutoTokenizer  # pyright: ignore[reportMissingImports]
+        from transformers import AutoTokenizer
     except ImportError:
         print("--tokenizer needs transformers installed; showing ids only", file=sys.stderr)
         return None

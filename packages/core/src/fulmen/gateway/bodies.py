@@ -51,7 +51,7 @@ async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
             status=400,
             code="invalid_json",
         )
-    return body  # pyright: ignore[reportUnknownVariableType]
+    return body
 
 
 def _bad(message: str, param: str) -> GatewayError:
@@ -63,7 +63,7 @@ def _prompts(prompt: object) -> list[Any]:
     if isinstance(prompt, str) and prompt:
         return [prompt]
     if isinstance(prompt, list) and prompt:
-        items: list[Any] = prompt  # pyright: ignore[reportUnknownVariableType]
+        items: list[Any] = prompt
         if all(isinstance(p, int) and not isinstance(p, bool) for p in items):
             return [items]
         if all(isinstance(p, str) for p in items) or all(isinstance(p, list) and p for p in items):
@@ -103,7 +103,7 @@ def check_generation(body: dict[str, Any], chat: bool) -> tuple[int, list[Any]]:
             '"content": "Hello"}]',
             "messages",
         )
-    for i, message in enumerate(messages):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):  # pyright: ignore[reportUnknownMemberType]
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise _bad(f"messages[{i}]: expected an object with a string 'role'", "messages")
     return n, []

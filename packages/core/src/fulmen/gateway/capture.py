@@ -90,21 +90,21 @@ def _logprobs(choice: Mapping[str, Any], endpoint: str) -> tuple[float, ...] | N
         return None
     try:
         if endpoint == CHAT:
-            values = [entry["logprob"] for entry in raw["content"]]  # pyright: ignore[reportUnknownVariableType]
+            values = [entry["logprob"] for entry in raw["content"]]
         else:
-            values = list(raw["token_logprobs"])  # pyright: ignore[reportUnknownArgumentType]
+            values = list(raw["token_logprobs"])
     except (KeyError, TypeError):
         return None
-    if not set(map(type, values)) <= _NUMBERS:  # pyright: ignore[reportUnknownArgumentType]
+    if not set(map(type, values)) <= _NUMBERS:
         return None  # JSON numbers only (no null, no bool)
-    return tuple(map(float, values))  # pyright: ignore[reportUnknownArgumentType]
+    return tuple(map(float, values))
 
 
 def _ids(value: object) -> tuple[int, ...] | None:
     """Token ids, or None when absent or not a list of ints."""
-    if type(value) is not list or not set(map(type, value)) <= {int}:  # pyright: ignore[reportUnknownArgumentType]
+    if type(value) is not list or not set(map(type, value)) <= {int}:
         return None
-    return tuple(value)  # pyright: ignore[reportUnknownArgumentType]
+    return tuple(value)
 
 
 def transitions_from_response(
@@ -125,22 +125,22 @@ def transitions_from_response(
     for position, choice in enumerate(choices):
         if not isinstance(choice, Mapping):
             continue
-        index = choice.get("index", position)  # pyright: ignore[reportUnknownMemberType]
+        index = choice.get("index", position)
         index = index if isinstance(index, int) else position
         if not 0 <= index < ctx.n * max(len(ctx.prompts), 1):
             continue  # not a choice this call asked for: its seq would belong to another call
         if ctx.endpoint == CHAT:
-            message, calls = _message(choice)  # pyright: ignore[reportUnknownArgumentType]
+            message, calls = _message(choice)
             request_messages = ctx.messages
             prompt_ids = top_prompt
         else:
-            text = choice.get("text")  # pyright: ignore[reportUnknownMemberType]
+            text = choice.get("text")
             message, calls = {"role": "assistant", "content": text or None}, ()
             prompt = ctx.prompts[min(index // max(ctx.n, 1), len(ctx.prompts) - 1)]
             request_messages = ({"role": "user", "content": prompt},)
-            prompt_ids = _ids(choice.get("prompt_token_ids"))  # pyright: ignore[reportUnknownMemberType]
-        response_ids = _ids(choice.get("token_ids"))  # pyright: ignore[reportUnknownMemberType]
-        logprobs = _logprobs(choice, ctx.endpoint)  # pyright: ignore[reportUnknownArgumentType]
+            prompt_ids = _ids(choice.get("prompt_token_ids"))
+        response_ids = _ids(choice.get("token_ids"))
+        logprobs = _logprobs(choice, ctx.endpoint)
         flags: list[str] = []
         if ctx.stream:
             flags.append("stream")
@@ -156,7 +156,7 @@ def transitions_from_response(
             "params": dict(ctx.params),
             "choice_index": index,
         }
-        stop_reason = choice.get("stop_reason")  # pyright: ignore[reportUnknownMemberType]
+        stop_reason = choice.get("stop_reason")
         if stop_reason is not None:
             metadata["stop_reason"] = stop_reason
         if ctx.tags:
@@ -174,7 +174,7 @@ def transitions_from_response(
                 prompt_token_ids=prompt_ids or (),
                 response_token_ids=response_ids or (),
                 response_logprobs=logprobs,
-                finish_reason=choice.get("finish_reason"),  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+                finish_reason=choice.get("finish_reason"),
                 policy_version=policy_version,
                 started_at=ctx.started_at,
                 ended_at=ended_at,
@@ -222,10 +222,10 @@ class StreamAccumulator:
             self._model = chunk.get("model")
         prompt = chunk.get("prompt_token_ids")
         if self._prompt_ids is None and isinstance(prompt, list):
-            self._prompt_ids = list(prompt)  # pyright: ignore[reportUnknownArgumentType]
+            self._prompt_ids = list(prompt)
         for choice in chunk.get("choices") or ():
             if isinstance(choice, Mapping):
-                self._feed_choice(choice)  # pyright: ignore[reportUnknownArgumentType]
+                self._feed_choice(choice)
 
     def _feed_choice(self, choice: Mapping[str, Any]) -> None:
         index = choice.get("index", 0)
@@ -233,10 +233,10 @@ class StreamAccumulator:
         ids = choice.get("token_ids")
         if isinstance(ids, list):
             acc.token_ids = acc.token_ids if acc.token_ids is not None else []
-            acc.token_ids.extend(ids)  # pyright: ignore[reportUnknownArgumentType]
+            acc.token_ids.extend(ids)
         prompt = choice.get("prompt_token_ids")
         if acc.prompt_ids is None and isinstance(prompt, list):
-            acc.prompt_ids = list(prompt)  # pyright: ignore[reportUnknownArgumentType]
+            acc.prompt_ids = list(prompt)
         if choice.get("finish_reason") is not None:
             acc.finish_reason = choice["finish_reason"]
         if choice.get("stop_reason") is not None:
@@ -244,17 +244,17 @@ class StreamAccumulator:
         logprobs = choice.get("logprobs")
         if isinstance(logprobs, Mapping):
             key = "content" if self._endpoint == CHAT else "token_logprobs"
-            values = logprobs.get(key)  # pyright: ignore[reportUnknownMemberType]
+            values = logprobs.get(key)
             if isinstance(values, list):
                 acc.logprobs = acc.logprobs if acc.logprobs is not None else []
-                acc.logprobs.extend(values)  # pyright: ignore[reportUnknownArgumentType]
+                acc.logprobs.extend(values)
         if self._endpoint != CHAT:
             if isinstance(choice.get("text"), str):
                 acc.text.append(choice["text"])
             return
         delta = choice.get("delta")
         if isinstance(delta, Mapping):
-            self._feed_delta(acc, delta)  # pyright: ignore[reportUnknownArgumentType]
+            self._feed_delta(acc, delta)
 
     @staticmethod
     def _feed_delta(acc: _ChoiceAcc, delta: Mapping[str, Any]) -> None:
@@ -268,20 +268,20 @@ class StreamAccumulator:
         for call in delta.get("tool_calls") or ():
             if not isinstance(call, Mapping):
                 continue
-            index = call.get("index", 0)  # pyright: ignore[reportUnknownMemberType]
+            index = call.get("index", 0)
             slot = acc.calls.setdefault(
                 index if isinstance(index, int) else 0,
                 {"id": None, "type": "function", "function": {"name": None, "arguments": ""}},
             )
-            if call.get("id"):  # pyright: ignore[reportUnknownMemberType]
+            if call.get("id"):
                 slot["id"] = call["id"]
-            if call.get("type"):  # pyright: ignore[reportUnknownMemberType]
+            if call.get("type"):
                 slot["type"] = call["type"]
-            function = call.get("function") or {}  # pyright: ignore[reportUnknownMemberType]
+            function = call.get("function") or {}
             if isinstance(function, Mapping):
-                if function.get("name"):  # pyright: ignore[reportUnknownMemberType]
+                if function.get("name"):
                     slot["function"]["name"] = function["name"]
-                if isinstance(function.get("arguments"), str):  # pyright: ignore[reportUnknownMemberType]
+                if isinstance(function.get("arguments"), str):
                     slot["function"]["arguments"] += function["arguments"]
 
     def response(self) -> dict[str, Any]:

@@ -204,7 +204,7 @@ class Proxy:
             )
         )
         if not wants.everything:
-            strip_response(response, wants)  # pyright: ignore[reportUnknownArgumentType]
+            strip_response(response, wants)
             raw = json.dumps(response).encode()
         return web.Response(
             body=raw, headers={"Content-Type": "application/json", "X-Request-Id": ctx.request_id}
@@ -270,9 +270,9 @@ class Proxy:
                         status=502,
                         code="upstream_error",
                     )
-                accumulator.feed(chunk)  # pyright: ignore[reportUnknownArgumentType]
+                accumulator.feed(chunk)
                 if not wants.everything:
-                    strip_chunk(chunk, wants)  # pyright: ignore[reportUnknownArgumentType]
+                    strip_chunk(chunk, wants)
                     data = json.dumps(chunk).encode()
                 await _write(response, b"data: " + data + b"\n\n")
             if not done:

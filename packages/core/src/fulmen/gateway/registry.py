@@ -54,7 +54,7 @@ def _sampling_of(episode: Episode) -> dict[str, object] | None:
             status=400,
             code="invalid_sampling",
         )
-    return dict(value)  # pyright: ignore[reportUnknownArgumentType]
+    return dict(value)
 
 
 def _not_found(episode_id: str) -> GatewayError:

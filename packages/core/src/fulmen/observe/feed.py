@@ -64,7 +64,7 @@ class MetricsTail:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 row = None
             if isinstance(row, dict):
-                rows.append(row)  # pyright: ignore[reportUnknownArgumentType]
+                rows.append(row)
             else:
                 self.skipped += 1
                 logger.debug("skipping a line of %s that is not a JSON object", self.path)

@@ -169,7 +169,7 @@ class EpisodeSpanExporter:
         params: Any = t.metadata.get("params")
         if isinstance(params, Mapping):
             for key in ("temperature", "max_tokens", "top_p", "seed"):
-                value: Any = params.get(key)  # pyright: ignore[reportUnknownMemberType]
+                value: Any = params.get(key)
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     attrs[f"gen_ai.request.{key}"] = value
         for key in ("framework", "node"):
@@ -211,7 +211,7 @@ class EpisodeSpanExporter:
             if self.capture_content:
                 function: Any = call.get("function")
                 if isinstance(function, Mapping):
-                    attrs["gen_ai.tool.call.arguments"] = str(function.get("arguments", ""))  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+                    attrs["gen_ai.tool.call.arguments"] = str(function.get("arguments", ""))
                 if result is not None:
                     attrs["gen_ai.tool.call.result"] = str(
                         result.get("output", result.get("content", ""))
@@ -243,9 +243,9 @@ def _tool_results(
                 out[call_id] = ({"content": m.get("content")}, nxt.started_at)
     annotated: Any = t.metadata.get("tool_results", ())
     for r in annotated if isinstance(annotated, list | tuple) else ():
-        if isinstance(r, Mapping) and isinstance(r.get("tool_call_id"), str):  # pyright: ignore[reportUnknownMemberType]
-            call_id = str(r["tool_call_id"])  # pyright: ignore[reportUnknownArgumentType]
-            out[call_id] = (r, out.get(call_id, (None, None))[1])  # pyright: ignore[reportUnknownArgumentType]
+        if isinstance(r, Mapping) and isinstance(r.get("tool_call_id"), str):
+            call_id = str(r["tool_call_id"])
+            out[call_id] = (r, out.get(call_id, (None, None))[1])
     return out
 
 

@@ -114,7 +114,7 @@ def summarize(record: EpisodeRecord) -> EpisodeSummary:
         tools[agent] = tools.get(agent, 0) + len(called)
         results: Any = t.metadata.get("tool_results", ())
         if isinstance(results, list | tuple):
-            errors += sum(1 for r in results if isinstance(r, Mapping) and r.get("error"))  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+            errors += sum(1 for r in results if isinstance(r, Mapping) and r.get("error"))
     return EpisodeSummary(
         episode_id=e.id,
         task_id=e.task.id,

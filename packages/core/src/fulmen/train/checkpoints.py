@@ -53,7 +53,7 @@ class Checkpoint:
             raise ConfigError(f"checkpoint state {path} is unreadable ({exc}); remove the checkpoint or start over") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"checkpoint state {path} is not a JSON object; remove the checkpoint or start over")
-        return dict(data)  # pyright: ignore[reportUnknownArgumentType]
+        return dict(data)
 
 
 def _name(step: int) -> str:

@@ -96,8 +96,8 @@ def _tokenize(
     tokenizer: PreTrainedTokenizerBase, text: str
 ) -> tuple[list[int], list[tuple[int, int]]]:
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = [int(i) for i in encoding["input_ids"]]  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType, reportGeneralTypeIssues]
-    offsets = [(int(a), int(b)) for a, b in encoding["offset_mapping"]]  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType, reportGeneralTypeIssues]
+    ids: list[int] = [int(i) for i in encoding["input_ids"]]
+    offsets = [(int(a), int(b)) for a, b in encoding["offset_mapping"]]
     return ids, offsets
 
 
@@ -114,11 +114,11 @@ def _generation_mask(
         return_dict=True,
         return_assistant_tokens_mask=True,
     )
-    mask = out["assistant_masks"]  # pyright: ignore[reportArgumentType, reportCallIssue, reportIndexIssue]
-    marked = out["input_ids"]  # pyright: ignore[reportArgumentType, reportCallIssue, reportIndexIssue]
-    if not isinstance(mask, list) or marked != ids or len(mask) != len(ids):  # pyright: ignore[reportUnknownArgumentType]
+    mask = out["assistant_masks"]  # pyright: ignore[reportArgumentType, reportCallIssue]
+    marked = out["input_ids"]  # pyright: ignore[reportArgumentType, reportCallIssue]
+    if not isinstance(mask, list) or marked != ids or len(mask) != len(ids):
         raise ChatMaskError("the template's assistant mask does not match the conversation's tokens")
-    return [int(m) for m in mask]  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+    return [int(m) for m in mask]
 
 
 def _prefix_mask(

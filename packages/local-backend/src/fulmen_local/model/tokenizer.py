@@ -187,7 +187,7 @@ def encode_chat(
         tokenize=True,
         return_dict=True,
     )
-    return _as_ids(out["input_ids"], "input_ids")  # pyright: ignore[reportArgumentType, reportCallIssue, reportIndexIssue]
+    return _as_ids(out["input_ids"], "input_ids")  # pyright: ignore[reportArgumentType, reportCallIssue]
 
 
 def encode_chat_with_mask(
@@ -210,8 +210,8 @@ def encode_chat_with_mask(
         return_dict=True,
         return_assistant_tokens_mask=True,
     )
-    ids = _as_ids(out["input_ids"], "input_ids")  # pyright: ignore[reportArgumentType, reportCallIssue, reportIndexIssue]
-    mask = _as_ids(out["assistant_masks"], "assistant_masks")  # pyright: ignore[reportArgumentType, reportCallIssue, reportIndexIssue]
+    ids = _as_ids(out["input_ids"], "input_ids")  # pyright: ignore[reportArgumentType, reportCallIssue]
+    mask = _as_ids(out["assistant_masks"], "assistant_masks")  # pyright: ignore[reportArgumentType, reportCallIssue]
     if len(ids) != len(mask) or not any(mask):
         raise ValueError("the chat template marked no assistant token ({% generation %} missing?)")
     return ids, mask

@@ -83,7 +83,7 @@ class AttentionLayout:
         layers = getattr(text, "num_hidden_layers", None)
         declared = getattr(text, "layer_types", None)
         if isinstance(declared, list | tuple):
-            kinds = tuple(str(k) for k in declared)  # pyright: ignore[reportUnknownVariableType]
+            kinds = tuple(str(k) for k in declared)
         elif isinstance(layers, int):
             kinds = ("sliding_attention" if window else "full_attention",) * layers
         else:

@@ -71,9 +71,9 @@ def _forced_tool(tools: Sequence[Mapping[str, Any]], body: Mapping[str, Any]) ->
     if not tools or choice == "none":
         return None
     if isinstance(choice, Mapping):
-        function = choice.get("function")  # pyright: ignore[reportUnknownMemberType]
-        if isinstance(function, Mapping) and isinstance(function.get("name"), str):  # pyright: ignore[reportUnknownMemberType]
-            return str(function["name"])  # pyright: ignore[reportUnknownArgumentType]
+        function = choice.get("function")
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            return str(function["name"])
     first = tools[0].get("function", {}).get("name")
     return str(first) if first else None
 

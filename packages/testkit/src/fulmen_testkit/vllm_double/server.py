@@ -312,7 +312,7 @@ class VllmDouble:
             if not isinstance(messages, list) or not messages:
                 raise _Reject(400, "messages: a non-empty list is required", "messages")
             tools: list[Mapping[str, Any]] = body.get("tools") or []
-            prompt_text = render_chat(messages, tools)  # pyright: ignore[reportUnknownArgumentType]
+            prompt_text = render_chat(messages, tools)
             prompt_ids = list(self._encode(prompt_text))
             max_tokens = self._budget(body, len(prompt_ids))
         except _Reject as reject:
@@ -320,7 +320,7 @@ class VllmDouble:
         n = int(body.get("n") or 1)
         tools_active = bool(tools) and body.get("tool_choice") != "none"
         gens = [
-            self._generate(body, "chat", messages, tools, prompt_text, max_tokens, i)  # pyright: ignore[reportUnknownArgumentType]
+            self._generate(body, "chat", messages, tools, prompt_text, max_tokens, i)
             for i in range(n)
         ]
         want_ids = body.get("return_token_ids") is True and not (faults and faults.omit_token_ids)
@@ -423,12 +423,12 @@ def _prompts(prompt: object) -> list[str | list[int]]:
     if isinstance(prompt, str) and prompt:
         return [prompt]
     if isinstance(prompt, list) and prompt:
-        items: list[Any] = prompt  # pyright: ignore[reportUnknownVariableType]
+        items: list[Any] = prompt
         if all(isinstance(p, int) for p in items):
             return [list(items)]
         if all(isinstance(p, str) for p in items):
             return list(items)
-        if all(isinstance(p, list) and all(isinstance(t, int) for t in p) for p in items):  # pyright: ignore[reportUnknownVariableType]
+        if all(isinstance(p, list) and all(isinstance(t, int) for t in p) for p in items):
             return [list(p) for p in items]
     raise _Reject(
         400,
@@ -439,7 +439,7 @@ def _prompts(prompt: object) -> list[str | list[int]]:
 
 def _include_usage(body: Mapping[str, Any]) -> bool:
     options = body.get("stream_options")
-    return isinstance(options, Mapping) and bool(options.get("include_usage"))  # pyright: ignore[reportUnknownMemberType]
+    return isinstance(options, Mapping) and bool(options.get("include_usage"))
 
 
 def _close(request: web.Request) -> None:

@@ -195,9 +195,9 @@ def _text_of(content: object) -> str:
         return content
     if isinstance(content, list):
         parts: list[str] = []
-        for part in content:  # pyright: ignore[reportUnknownVariableType]
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str):  # pyright: ignore[reportUnknownMemberType]
-                parts.append(str(part["text"]))  # pyright: ignore[reportUnknownArgumentType]
+        for part in content:
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                parts.append(str(part["text"]))
         return "".join(parts)
     return json.dumps(content)
 

@@ -85,9 +85,9 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
+        return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]  # pyright: ignore[reportUnknownVariableType]
+        return [_finite(v) for v in value]
     return value
 
 
