@@ -184,7 +184,8 @@ def _decoder(path: str | None) -> Any:
     if path is None:
         return None
     try:
-        from transformers import AutoTokenizer
+        # optional, lazy, guarded: only `--tokenizer` loads it (never a core dependency)
+        from transformers import AutoTokenizer  # noqa: TID251
     except ImportError:
         print("--tokenizer needs transformers installed; showing ids only", file=sys.stderr)
         return None
