@@ -118,7 +118,7 @@ def test_schema_1_store_gains_the_annotations_table(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path):  # type: ignore[no-untyped-def]
+def gateway(tmp_path: Path):
     double = VllmDouble()
     upstream = double.start_in_thread()
     store = SQLiteStore(tmp_path / "s.db")

@@ -208,7 +208,7 @@ def _verbs() -> set[str]:
     from fulmen.cli import build_parser
 
     parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # pyright: ignore[reportPrivateUsage]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return set(sub.choices)
 
 

@@ -197,7 +197,7 @@ def test_tool_call_turns_are_recorded(tmp_path: Path) -> None:
             assert recorded["id"] == call.id and recorded["function"]["name"] == "calculator"
             assert json.loads(recorded["function"]["arguments"]) == json.loads(
                 call.function.arguments
-            )  # type: ignore[union-attr]
+            )
             assert turn1.response_message["tool_calls"] == [recorded]
             assert turn1.response_message["content"] is None
             assert turn2.request_messages[-1] == {

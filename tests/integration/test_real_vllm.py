@@ -202,8 +202,8 @@ def test_required_tool_choice_records_the_parsed_tool_call(real: Real, stream: b
     else:
         choice = llm.chat.completions.create(**request).choices[0]
         calls = choice.message.tool_calls or []
-        names = [c.function.name for c in calls]  # type: ignore[union-attr]
-        arguments = "".join(c.function.arguments for c in calls)  # type: ignore[union-attr]
+        names = [c.function.name for c in calls]
+        arguments = "".join(c.function.arguments for c in calls)
         finish = choice.finish_reason
     t = only(real.store.transitions(episode_id))
     _, direct = real.direct({**request, "return_token_ids": True})
@@ -277,7 +277,7 @@ def test_recorded_prompts_retokenize_to_the_ids_vllm_used(real: Real) -> None:
     llm.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=2)
     llm.chat.completions.create(
         model="tiny", messages=TOOL_HISTORY, tools=[CALCULATOR], max_tokens=2
-    )  # type: ignore[arg-type]
+    )
     checked = 0
     for episode in real.store.list_episodes():
         for t in real.store.transitions(episode.id):
@@ -286,7 +286,7 @@ def test_recorded_prompts_retokenize_to_the_ids_vllm_used(real: Real) -> None:
             ids = real.tokenizer.apply_chat_template(
                 messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=True  # type: ignore[arg-type]
             )["input_ids"]  # fmt: skip
-            assert list(ids) == list(t.prompt_token_ids), t.request_id  # type: ignore[arg-type]
+            assert list(ids) == list(t.prompt_token_ids), t.request_id
             # vLLM rendered the prompt exactly as the test double's template does
             text = real.tokenizer.decode(list(t.prompt_token_ids), skip_special_tokens=False)
             assert text == render_chat(messages, tools or ()), t.request_id

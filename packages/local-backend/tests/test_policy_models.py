@@ -149,7 +149,7 @@ def test_gradient_checkpointing_gives_the_same_update(qwen_dir: Path) -> None:
         policy = load_policy(
             qwen_dir, parse_local_settings({"device": "cpu", "gradient_checkpointing": flag})
         )
-        assert policy.trainer.is_gradient_checkpointing is flag  # type: ignore[union-attr]
+        assert policy.trainer.is_gradient_checkpointing is flag
         GRPOUpdater(policy.trainer, GRPOConfig(lr=1e-2), pad_token_id=0).update(_rows())
         grads.append([p.detach().clone() for p in policy.trainer.parameters()])
     for a, b in zip(*grads, strict=True):

@@ -16,7 +16,7 @@ from fulmen_local.server import POLICY_VERSION_HEADER, InferenceServer
 
 
 @pytest.fixture(scope="module")
-def random_server(random_model, tokenizer) -> Iterator[InferenceServer]:  # type: ignore[no-untyped-def]
+def random_server(random_model, tokenizer) -> Iterator[InferenceServer]:
     server = InferenceServer(random_model, tokenizer, model_name="tiny", batch_window_ms=5)
     server.start_in_thread()
     yield server
@@ -24,7 +24,7 @@ def random_server(random_model, tokenizer) -> Iterator[InferenceServer]:  # type
 
 
 @pytest.fixture(scope="module")
-def tool_server(tool_model, tokenizer) -> Iterator[InferenceServer]:  # type: ignore[no-untyped-def]
+def tool_server(tool_model, tokenizer) -> Iterator[InferenceServer]:
     with InferenceServer(tool_model, tokenizer, model_name="tiny") as server:
         yield server
 
@@ -42,7 +42,7 @@ def _extra(obj: Any, name: str) -> Any:
 MESSAGES = [{"role": "user", "content": "Tell me something."}]
 
 
-def test_openai_client_gets_token_ids_and_logprobs(random_server, prompt_ids) -> None:  # type: ignore[no-untyped-def]
+def test_openai_client_gets_token_ids_and_logprobs(random_server, prompt_ids) -> None:
     client = _client(random_server)
     resp = client.chat.completions.create(
         model="tiny",
@@ -69,7 +69,7 @@ def test_openai_client_gets_token_ids_and_logprobs(random_server, prompt_ids) ->
     assert resp.usage is not None and resp.usage.completion_tokens == 7
 
 
-def test_streaming_concatenates_to_the_non_streaming_result(random_server) -> None:  # type: ignore[no-untyped-def]
+def test_streaming_concatenates_to_the_non_streaming_result(random_server) -> None:
     client = _client(random_server)
     common: dict[str, Any] = {
         "model": "tiny",
@@ -112,14 +112,14 @@ def test_streaming_concatenates_to_the_non_streaming_result(random_server) -> No
     assert finish == "length" and usage is not None and usage.completion_tokens == 24
 
 
-def test_stop_and_n_through_the_api(random_server) -> None:  # type: ignore[no-untyped-def]
+def test_stop_and_n_through_the_api(random_server) -> None:
     client = _client(random_server)
     base = client.chat.completions.create(
         model="tiny",
         messages=MESSAGES,
         max_tokens=20,
         temperature=0.0,
-        extra_body={"ignore_eos": True},  # type: ignore[arg-type]
+        extra_body={"ignore_eos": True},
     )
     text = base.choices[0].message.content or ""
     stop = text[6:8]
@@ -129,7 +129,7 @@ def test_stop_and_n_through_the_api(random_server) -> None:  # type: ignore[no-u
         max_tokens=20,
         temperature=0.0,
         stop=[stop],
-        extra_body={"ignore_eos": True},  # type: ignore[arg-type]
+        extra_body={"ignore_eos": True},
     )
     assert resp.choices[0].finish_reason == "stop"
     assert _extra(resp.choices[0], "stop_reason") == stop
@@ -138,7 +138,7 @@ def test_stop_and_n_through_the_api(random_server) -> None:  # type: ignore[no-u
     assert len(two.choices) == 2
 
 
-def test_tool_call_is_parsed_from_real_model_output(tool_server, tool_case) -> None:  # type: ignore[no-untyped-def]
+def test_tool_call_is_parsed_from_real_model_output(tool_server, tool_case) -> None:
     client = _client(tool_server)
     resp = client.chat.completions.create(
         model="tiny",
@@ -155,8 +155,8 @@ def test_tool_call_is_parsed_from_real_model_output(tool_server, tool_case) -> N
     assert calls is not None and len(calls) == 1
     call = calls[0]
     assert call.id.startswith("call_") and call.type == "function"
-    assert call.function.name == "calculator"  # type: ignore[union-attr]
-    assert json.loads(call.function.arguments) == {"expression": "3*4"}  # type: ignore[union-attr]
+    assert call.function.name == "calculator"
+    assert json.loads(call.function.arguments) == {"expression": "3*4"}
     # without tools in the request the same text stays plain content
     plain = client.chat.completions.create(
         model="tiny", messages=tool_case.question, temperature=0.0, max_tokens=80
@@ -164,7 +164,7 @@ def test_tool_call_is_parsed_from_real_model_output(tool_server, tool_case) -> N
     assert plain.choices[0].message.tool_calls is None
 
 
-def test_tool_result_history_is_rendered_and_answered(tool_server, tool_case, prompt_ids) -> None:  # type: ignore[no-untyped-def]
+def test_tool_result_history_is_rendered_and_answered(tool_server, tool_case, prompt_ids) -> None:
     client = _client(tool_server)
     resp = client.chat.completions.create(
         model="tiny",
@@ -179,7 +179,7 @@ def test_tool_result_history_is_rendered_and_answered(tool_server, tool_case, pr
     assert resp.choices[0].finish_reason == "stop"
 
 
-def test_streamed_tool_call(tool_server, tool_case) -> None:  # type: ignore[no-untyped-def]
+def test_streamed_tool_call(tool_server, tool_case) -> None:
     client = _client(tool_server)
     stream = client.chat.completions.create(
         model="tiny",
@@ -203,7 +203,7 @@ def test_streamed_tool_call(tool_server, tool_case) -> None:  # type: ignore[no-
     assert len(ids) > 10
 
 
-def test_concurrent_requests_share_forward_passes(random_server) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_requests_share_forward_passes(random_server) -> None:
     client = _client(random_server)
     results: list[Any] = [None] * 8
 
@@ -224,7 +224,7 @@ def test_concurrent_requests_share_forward_passes(random_server) -> None:  # typ
     assert random_server.engine.stats.max_rows >= 4
 
 
-def test_hot_swap_bumps_policy_version_in_responses(fresh_random_model, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_hot_swap_bumps_policy_version_in_responses(fresh_random_model, tokenizer) -> None:
     with InferenceServer(
         fresh_random_model, tokenizer, model_name="tiny", policy_version=7
     ) as server:
@@ -258,7 +258,7 @@ def test_hot_swap_bumps_policy_version_in_responses(fresh_random_model, tokenize
         )
 
 
-def test_bad_requests_get_openai_errors(random_server) -> None:  # type: ignore[no-untyped-def]
+def test_bad_requests_get_openai_errors(random_server) -> None:
     client = _client(random_server)
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=600)  # type: ignore[arg-type]
@@ -279,7 +279,7 @@ def test_bad_requests_get_openai_errors(random_server) -> None:  # type: ignore[
     assert "not valid JSON" in json.loads(http.value.read())["error"]["message"]
 
 
-def test_completions_streaming_and_prompt_lists(random_server, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_completions_streaming_and_prompt_lists(random_server, tokenizer) -> None:
     client = _client(random_server)
     common: dict[str, Any] = {
         "model": "tiny",
@@ -305,7 +305,7 @@ def test_completions_streaming_and_prompt_lists(random_server, tokenizer) -> Non
     assert many.usage is not None and many.usage.completion_tokens == 48
 
 
-def test_n_above_batch_size_is_refused(tokenizer, random_model) -> None:  # type: ignore[no-untyped-def]
+def test_n_above_batch_size_is_refused(tokenizer, random_model) -> None:
     with InferenceServer(random_model, tokenizer, model_name="tiny", max_batch_size=2) as server:
         with pytest.raises(openai.BadRequestError) as info:
             _client(server).chat.completions.create(model="tiny", messages=MESSAGES, n=3)  # type: ignore[arg-type]

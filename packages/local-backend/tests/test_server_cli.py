@@ -16,13 +16,13 @@ from fulmen_local.model.build import save_model
 from fulmen_local.server.__main__ import main
 
 
-def test_cli_refuses_a_directory_without_a_model(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_refuses_a_directory_without_a_model(tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_cli_serves_a_saved_model(tmp_path: Path, random_model, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_cli_serves_a_saved_model(tmp_path: Path, random_model, tokenizer) -> None:
     save_model(random_model, tokenizer, tmp_path / "tiny")
     proc = subprocess.Popen(
         [

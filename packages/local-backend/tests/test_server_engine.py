@@ -28,10 +28,10 @@ MESSAGES = [
 
 
 @pytest.fixture
-def engine_factory(tokenizer) -> Iterator:  # type: ignore[no-untyped-def]
+def engine_factory(tokenizer) -> Iterator:
     engines: list[GenerationEngine] = []
 
-    def make(model, **kwargs) -> GenerationEngine:  # type: ignore[no-untyped-def]
+    def make(model, **kwargs) -> GenerationEngine:
         engine = GenerationEngine(model, tokenizer, **kwargs)
         engine.start()
         engines.append(engine)
@@ -43,7 +43,7 @@ def engine_factory(tokenizer) -> Iterator:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def prompts(prompt_ids) -> list[list[int]]:  # type: ignore[no-untyped-def]
+def prompts(prompt_ids) -> list[list[int]]:
     return [prompt_ids([{"role": "user", "content": m}]) for m in MESSAGES]
 
 
@@ -65,7 +65,7 @@ def _concurrently(
     return [r for r in results if r is not None]
 
 
-def _fresh_logprobs(model, prompt: list[int], tokens: tuple[int, ...]) -> list[float]:  # type: ignore[no-untyped-def]
+def _fresh_logprobs(model, prompt: list[int], tokens: tuple[int, ...]) -> list[float]:
     with torch.no_grad():
         logits = model(torch.tensor([prompt + list(tokens)])).logits[0].float()
     logprobs = torch.log_softmax(logits, dim=-1)
@@ -74,7 +74,7 @@ def _fresh_logprobs(model, prompt: list[int], tokens: tuple[int, ...]) -> list[f
 
 
 @pytest.mark.parametrize("stagger_s", [0.0, 0.004])
-def test_batched_greedy_equals_unbatched(engine_factory, random_model, prompts, stagger_s) -> None:  # type: ignore[no-untyped-def]
+def test_batched_greedy_equals_unbatched(engine_factory, random_model, prompts, stagger_s) -> None:
     jobs = [
         (p, SamplingParams(max_tokens=8 + 4 * i, temperature=0.0, ignore_eos=True, top_logprobs=2))
         for i, p in enumerate(prompts)
@@ -99,7 +99,7 @@ def test_batched_greedy_equals_unbatched(engine_factory, random_model, prompts, 
 
 def test_logprobs_are_raw_log_softmax_of_a_fresh_forward(
     engine_factory, random_model, prompts
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     engine = engine_factory(random_model)
     params = SamplingParams(
         max_tokens=12, temperature=1.7, top_p=0.8, seed=3, ignore_eos=True, top_logprobs=3
@@ -112,7 +112,7 @@ def test_logprobs_are_raw_log_softmax_of_a_fresh_forward(
         assert len(tops) == 3 and values == sorted(values, reverse=True)
 
 
-def test_seed_reproducible_alone_or_in_a_batch(engine_factory, random_model, prompts) -> None:  # type: ignore[no-untyped-def]
+def test_seed_reproducible_alone_or_in_a_batch(engine_factory, random_model, prompts) -> None:
     engine = engine_factory(random_model, batch_window_ms=20)
     params = SamplingParams(max_tokens=16, temperature=1.0, seed=42, ignore_eos=True)
     first = engine.generate(prompts[0], params, timeout=60).outputs[0].token_ids
@@ -127,7 +127,7 @@ def test_seed_reproducible_alone_or_in_a_batch(engine_factory, random_model, pro
     assert other_seed.outputs[0].token_ids != first
 
 
-def test_n_expands_into_distinct_choices(engine_factory, random_model, prompts) -> None:  # type: ignore[no-untyped-def]
+def test_n_expands_into_distinct_choices(engine_factory, random_model, prompts) -> None:
     engine = engine_factory(random_model)
     two = engine.generate(prompts[0], SamplingParams(max_tokens=10, n=2, seed=9, ignore_eos=True))
     one = engine.generate(prompts[0], SamplingParams(max_tokens=10, n=1, seed=9, ignore_eos=True))
@@ -136,7 +136,7 @@ def test_n_expands_into_distinct_choices(engine_factory, random_model, prompts) 
     assert two.outputs[0].token_ids == one.outputs[0].token_ids
 
 
-def test_max_tokens_and_stop_strings(engine_factory, random_model, prompts) -> None:  # type: ignore[no-untyped-def]
+def test_max_tokens_and_stop_strings(engine_factory, random_model, prompts) -> None:
     engine = engine_factory(random_model)
     base = engine.generate(
         prompts[3], SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True)
@@ -163,7 +163,7 @@ def test_max_tokens_and_stop_strings(engine_factory, random_model, prompts) -> N
 
 def test_eos_ends_with_stop_and_keeps_the_end_token(
     engine_factory, tool_model, tokenizer, prompt_ids, tool_case
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     engine = engine_factory(tool_model)
     prompt = prompt_ids(tool_case.history, [tool_case.tool])
     out = engine.generate(prompt, SamplingParams(max_tokens=40, temperature=0.0)).outputs[0]
@@ -173,7 +173,7 @@ def test_eos_ends_with_stop_and_keeps_the_end_token(
     assert len(out.logprobs) == len(out.token_ids)
 
 
-def test_context_overflow_is_refused(engine_factory, random_model) -> None:  # type: ignore[no-untyped-def]
+def test_context_overflow_is_refused(engine_factory, random_model) -> None:
     engine = engine_factory(random_model, max_model_len=64)
     with pytest.raises(ContextLengthError):
         engine.submit([5] * 60, SamplingParams(max_tokens=5), lambda e: None)
@@ -184,7 +184,7 @@ def test_context_overflow_is_refused(engine_factory, random_model) -> None:  # t
     )
 
 
-def test_cancel_aborts_a_running_request(engine_factory, random_model, prompts) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_aborts_a_running_request(engine_factory, random_model, prompts) -> None:
     engine = engine_factory(random_model)
     events: list[TokenEvent] = []
     done = threading.Event()
@@ -203,7 +203,7 @@ def test_cancel_aborts_a_running_request(engine_factory, random_model, prompts) 
 
 def test_hot_swap_waits_for_the_batch_bumps_version_and_changes_output(
     engine_factory, fresh_random_model, prompts
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     model = fresh_random_model
     engine = engine_factory(model, policy_version=3)
     greedy = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
@@ -235,7 +235,7 @@ def test_hot_swap_waits_for_the_batch_bumps_version_and_changes_output(
     assert engine.update_weights(lambda m: None, version=10) == 10
 
 
-def test_stop_aborts_running_and_queued_requests(tokenizer, random_model, prompts) -> None:  # type: ignore[no-untyped-def]
+def test_stop_aborts_running_and_queued_requests(tokenizer, random_model, prompts) -> None:
     engine = GenerationEngine(random_model, tokenizer, max_batch_size=1)
     engine.start()
     ends: list[TokenEvent] = []
@@ -255,7 +255,7 @@ def test_stop_aborts_running_and_queued_requests(tokenizer, random_model, prompt
         engine.submit(prompts[0], SamplingParams(max_tokens=4), sink)
 
 
-def _byte_level_chatml_tokenizer():  # type: ignore[no-untyped-def]
+def _byte_level_chatml_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -382,7 +382,7 @@ def test_failed_captures_fall_back_to_eager_passes(
     monkeypatch.setattr(torch.cuda, "graph", failing_capture)
     monkeypatch.setattr(torch.cuda, "Stream", no_stream)
     monkeypatch.setattr(torch.cuda, "current_stream", no_stream)
-    monkeypatch.setattr(torch.cuda, "stream", lambda *_: contextlib.nullcontext())  # pyright: ignore[reportUnknownLambdaType]
+    monkeypatch.setattr(torch.cuda, "stream", lambda *_: contextlib.nullcontext())
     cpu = torch.device("cpu")
     graphed = RunningBatch(random_model, capacity=4, pad_id=0, device=cpu)
     graphed.graphs = DecodeGraphs(cpu)

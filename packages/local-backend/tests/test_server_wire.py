@@ -193,7 +193,7 @@ def _assert_same_shape(ours: Any, vllm: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def url(random_model, tokenizer) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def url(random_model, tokenizer) -> Iterator[str]:
     server = InferenceServer(random_model, tokenizer, model_name="tiny", batch_window_ms=5)
     yield server.start_in_thread()
     server.stop()
@@ -291,7 +291,7 @@ def test_stream_without_usage_or_logprobs_matches_vllm(url: str) -> None:
     assert list(last["choices"][0]) == list(VLLM_STREAM_LAST_NO_USAGE["choices"][0])
 
 
-def test_completions_match_vllm(url: str, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_completions_match_vllm(url: str, tokenizer) -> None:
     body = {
         "model": "tiny",
         "prompt": "The answer is",

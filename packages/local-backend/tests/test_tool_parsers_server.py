@@ -53,7 +53,7 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any] | str]:
 
 
 @pytest.fixture(scope="module")
-def no_parser_url(random_model, tokenizer) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def no_parser_url(random_model, tokenizer) -> Iterator[str]:
     with InferenceServer(random_model, tokenizer, model_name="tiny", tool_parser=None) as server:
         yield server.url
 
@@ -81,7 +81,7 @@ def test_a_server_without_a_parser_still_serves_requests_without_tool_calls(
         assert reply["choices"][0]["message"].get("tool_calls") is None
 
 
-def test_tools_with_a_template_that_ignores_them_are_a_400(random_model) -> None:  # type: ignore[no-untyped-def]
+def test_tools_with_a_template_that_ignores_them_are_a_400(random_model) -> None:
     tokenizer = build_tokenizer()
     tokenizer.chat_template = (  # like Gemma's: no tools anywhere
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
@@ -96,12 +96,12 @@ def test_tools_with_a_template_that_ignores_them_are_a_400(random_model) -> None
         assert status == 200
 
 
-def test_unknown_parser_name_fails_at_construction(random_model, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_parser_name_fails_at_construction(random_model, tokenizer) -> None:
     with pytest.raises(UnknownToolParserError, match="expected one of hermes, llama3_json"):
         InferenceServer(random_model, tokenizer, model_name="tiny", tool_parser="qwen")
 
 
-def test_cli_refuses_an_unknown_parser(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_refuses_an_unknown_parser(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path), "--tool-call-parser", "qwen"])
     assert exit_info.value.code == 2
@@ -148,7 +148,7 @@ def llama_tool_model(llama_tokenizer: PreTrainedTokenizerFast) -> LlamaForCausal
 
 
 @pytest.fixture(scope="module")
-def llama_client(llama_tool_model, llama_tokenizer) -> Iterator[openai.OpenAI]:  # type: ignore[no-untyped-def]
+def llama_client(llama_tool_model, llama_tokenizer) -> Iterator[openai.OpenAI]:
     with InferenceServer(
         llama_tool_model, llama_tokenizer, model_name="tiny", tool_parser="llama3_json"
     ) as server:

@@ -119,7 +119,7 @@ def test_call_without_episode_is_flagged_not_attributed(
             shared.chat.completions.create(
                 model=MODEL,
                 messages=[{"role": "user", "content": "hello"}],
-                tools=[LOOKUP_TOOL],  # type: ignore[list-item]
+                tools=[LOOKUP_TOOL],
             )
         except BaseException as exc:
             errors.append(exc)

@@ -11,7 +11,7 @@ class _Overrides(AdapterConformanceTests):
     adapter_class = Adapter
     expected_agents = frozenset({"a"})
 
-    def test_calls_become_transitions_with_structure(self, stack: object, adapter: object) -> None:  # type: ignore[override]
+    def test_calls_become_transitions_with_structure(self, stack: object, adapter: object) -> None:
         pass
 
 
@@ -26,7 +26,7 @@ class _XfailWithReason(AdapterConformanceTests):
     expected_agents = frozenset({"a"})
 
     @pytest.mark.xfail(reason="the framework cannot stream tool calls")
-    def test_streaming_calls_are_captured(self, stack: object, adapter: object) -> None:  # type: ignore[override]
+    def test_streaming_calls_are_captured(self, stack: object, adapter: object) -> None:
         raise AssertionError
 
 
@@ -35,7 +35,7 @@ class _XfailWithoutReason(AdapterConformanceTests):
     expected_agents = frozenset({"a"})
 
     @pytest.mark.xfail
-    def test_streaming_calls_are_captured(self, stack: object, adapter: object) -> None:  # type: ignore[override]
+    def test_streaming_calls_are_captured(self, stack: object, adapter: object) -> None:
         raise AssertionError
 
 

@@ -238,7 +238,7 @@ def test_verl_has_no_cpu_training_engine() -> None:
     device probe answers "cuda" even on a machine without one, so nothing falls back)."""
     from verl.workers.engine.base import EngineRegistry
 
-    registry = EngineRegistry._engines["language_model"]  # pyright: ignore[reportPrivateUsage]
+    registry = EngineRegistry._engines["language_model"]
     for backend in ("fsdp", "fsdp2"):
         assert "cpu" not in registry[backend]
         assert set(registry[backend]) == {"cuda", "npu"}

@@ -32,7 +32,7 @@ A = {"role": "assistant", "content": "calling"}
 T = {"role": "tool", "content": "result"}
 
 
-def chain(eid: str, *, messages: bool = True) -> list:  # type: ignore[type-arg]
+def chain(eid: str, *, messages: bool = True) -> list:
     """Three lined-up calls: each prompt = previous prompt + response + observation."""
     return [
         call(eid, 0, prompt=(1, 2, 3), response=(10, 11), messages=[U] if messages else []),

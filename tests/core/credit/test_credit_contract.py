@@ -156,7 +156,7 @@ def test_group_without_group_id_is_keyed_by_task() -> None:
         ([record("e0", 1.0, [call("e0", 0), call("e0", 0)])], "two transitions with seq 0"),
     ],
 )
-def test_invalid_groups_raise_clear_errors(group: list, message: str) -> None:  # type: ignore[type-arg]
+def test_invalid_groups_raise_clear_errors(group: list, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         GRPOAssigner().assign(group)
 
