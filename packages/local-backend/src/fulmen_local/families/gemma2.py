@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from transformers import Gemma2Config, PretrainedConfig
 
-from fulmen_local.families.spec import FamilySpec, ModelShape, TokenIds
+from fulmen_local.families.spec import FamilySpec, ModelShape, TokenIds, config_kwargs
 
 __all__ = ["CHAT_TEMPLATE", "GEMMA_TOKENS", "SPEC"]
 
@@ -44,21 +44,13 @@ GEMMA_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>",
 
 def _config(shape: ModelShape, ids: TokenIds) -> PretrainedConfig:
     return Gemma2Config(
-        vocab_size=ids.vocab_size,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads,
+        **config_kwargs(shape, ids),
         head_dim=shape.head_dim,
         query_pre_attn_scalar=shape.head_dim,
-        max_position_embeddings=shape.max_positions,
         sliding_window=min(4096, shape.max_positions),
         final_logit_softcapping=30.0,
         attn_logit_softcapping=50.0,
         tie_word_embeddings=True,
-        bos_token_id=ids.bos,
-        eos_token_id=ids.config_eos,
         pad_token_id=ids.pad,
     )
 

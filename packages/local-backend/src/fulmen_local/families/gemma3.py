@@ -17,7 +17,7 @@ from __future__ import annotations
 from transformers import Gemma3TextConfig, PretrainedConfig
 
 from fulmen_local.families.gemma2 import GEMMA_TOKENS
-from fulmen_local.families.spec import FamilySpec, ModelShape, TokenIds
+from fulmen_local.families.spec import FamilySpec, ModelShape, TokenIds, config_kwargs
 
 __all__ = ["CHAT_TEMPLATE", "SPEC"]
 
@@ -59,15 +59,9 @@ CHAT_TEMPLATE = r"""
 
 def _config(shape: ModelShape, ids: TokenIds) -> PretrainedConfig:
     return Gemma3TextConfig(
-        vocab_size=ids.vocab_size,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads,
+        **config_kwargs(shape, ids),
         head_dim=shape.head_dim,
         query_pre_attn_scalar=shape.head_dim,
-        max_position_embeddings=shape.max_positions,
         sliding_window=512,
         # Gemma 3 interleaves five sliding-window layers with one global layer; keep the
         # last layer global so a small model has both kinds.
@@ -77,8 +71,6 @@ def _config(shape: ModelShape, ids: TokenIds) -> PretrainedConfig:
             for i in range(shape.num_layers)
         ],
         tie_word_embeddings=True,
-        bos_token_id=ids.bos,
-        eos_token_id=ids.config_eos,
         pad_token_id=ids.pad,
     )
 

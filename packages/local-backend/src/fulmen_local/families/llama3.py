@@ -36,7 +36,14 @@ from collections.abc import Sequence
 from transformers import LlamaConfig, PretrainedConfig
 
 from fulmen_local.families.jinja import fill
-from fulmen_local.families.spec import AddedToken, FamilySpec, ModelShape, TokenIds, ToolCall
+from fulmen_local.families.spec import (
+    AddedToken,
+    FamilySpec,
+    ModelShape,
+    TokenIds,
+    ToolCall,
+    config_kwargs,
+)
 
 __all__ = ["CHAT_TEMPLATE", "SPEC", "format_llama3_calls"]
 
@@ -132,14 +139,8 @@ def format_llama3_calls(calls: Sequence[ToolCall]) -> str:
 
 def _config(shape: ModelShape, ids: TokenIds) -> PretrainedConfig:
     return LlamaConfig(
-        vocab_size=ids.vocab_size,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads,
+        **config_kwargs(shape, ids),
         head_dim=shape.head_dim,
-        max_position_embeddings=shape.max_positions,
         rope_parameters={
             "rope_type": "llama3", "rope_theta": 500_000.0, "factor": 32.0,
             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -147,8 +148,6 @@ def _config(shape: ModelShape, ids: TokenIds) -> PretrainedConfig:
         },
         rms_norm_eps=1e-5,
         tie_word_embeddings=True,
-        bos_token_id=ids.bos,
-        eos_token_id=ids.config_eos,
     )
 
 

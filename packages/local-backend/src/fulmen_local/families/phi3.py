@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from transformers import Phi3Config, PretrainedConfig
 
-from fulmen_local.families.spec import AddedToken, FamilySpec, ModelShape, TokenIds
+from fulmen_local.families.spec import AddedToken, FamilySpec, ModelShape, TokenIds, config_kwargs
 
 __all__ = ["CHAT_TEMPLATE", "SPEC"]
 
@@ -36,19 +36,11 @@ CHAT_TEMPLATE = r"""
 def _config(shape: ModelShape, ids: TokenIds) -> PretrainedConfig:
     shape.check_head_dim("phi3")
     return Phi3Config(
-        vocab_size=ids.vocab_size,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads,
-        max_position_embeddings=shape.max_positions,
+        **config_kwargs(shape, ids),
         original_max_position_embeddings=shape.max_positions,
         rope_parameters={"rope_type": "default", "rope_theta": 10_000.0},
         rms_norm_eps=1e-5,
         tie_word_embeddings=False,
-        bos_token_id=ids.bos,
-        eos_token_id=ids.config_eos,
         pad_token_id=ids.pad,
     )
 

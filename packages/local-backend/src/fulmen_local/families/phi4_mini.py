@@ -26,7 +26,14 @@ from collections.abc import Sequence
 
 from transformers import Phi3Config, PretrainedConfig
 
-from fulmen_local.families.spec import AddedToken, FamilySpec, ModelShape, TokenIds, ToolCall
+from fulmen_local.families.spec import (
+    AddedToken,
+    FamilySpec,
+    ModelShape,
+    TokenIds,
+    ToolCall,
+    config_kwargs,
+)
 
 __all__ = ["CHAT_TEMPLATE", "SPEC", "format_functools_calls"]
 
@@ -76,21 +83,13 @@ def format_functools_calls(calls: Sequence[ToolCall]) -> str:
 def _config(shape: ModelShape, ids: TokenIds) -> PretrainedConfig:
     shape.check_head_dim("phi4-mini")
     return Phi3Config(
-        vocab_size=ids.vocab_size,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads,
-        max_position_embeddings=shape.max_positions,
+        **config_kwargs(shape, ids),
         original_max_position_embeddings=shape.max_positions,
         rope_parameters={
             "rope_type": "default", "rope_theta": 10_000.0, "partial_rotary_factor": 0.75,
         },
         rms_norm_eps=1e-5,
         tie_word_embeddings=True,
-        bos_token_id=ids.bos,
-        eos_token_id=ids.config_eos,
         pad_token_id=ids.pad,
     )
 

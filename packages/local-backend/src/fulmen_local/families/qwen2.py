@@ -30,7 +30,14 @@ from collections.abc import Sequence
 from transformers import PretrainedConfig, Qwen2Config
 
 from fulmen_local.families.jinja import fill
-from fulmen_local.families.spec import AddedToken, FamilySpec, ModelShape, TokenIds, ToolCall
+from fulmen_local.families.spec import (
+    AddedToken,
+    FamilySpec,
+    ModelShape,
+    TokenIds,
+    ToolCall,
+    config_kwargs,
+)
 
 __all__ = ["CHAT_TEMPLATE", "SPEC", "format_hermes_calls"]
 
@@ -100,18 +107,10 @@ def format_hermes_calls(calls: Sequence[ToolCall]) -> str:
 def _config(shape: ModelShape, ids: TokenIds) -> PretrainedConfig:
     shape.check_head_dim("qwen2.5")
     return Qwen2Config(
-        vocab_size=ids.vocab_size,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads,
-        max_position_embeddings=shape.max_positions,
+        **config_kwargs(shape, ids),
         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
         rms_norm_eps=1e-6,
         tie_word_embeddings=True,
-        bos_token_id=ids.bos,
-        eos_token_id=ids.config_eos,
     )
 
 

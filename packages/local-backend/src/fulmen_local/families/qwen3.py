@@ -32,7 +32,7 @@ from transformers import PretrainedConfig, Qwen3Config
 
 from fulmen_local.families.jinja import fill
 from fulmen_local.families.qwen2 import TOOLS_INTRO, TOOLS_OUTRO, format_hermes_calls
-from fulmen_local.families.spec import AddedToken, FamilySpec, ModelShape, TokenIds
+from fulmen_local.families.spec import AddedToken, FamilySpec, ModelShape, TokenIds, config_kwargs
 
 __all__ = ["CHAT_TEMPLATE", "SPEC"]
 
@@ -106,20 +106,12 @@ CHAT_TEMPLATE = fill(_TEMPLATE, TOOLS_INTRO=TOOLS_INTRO, TOOLS_OUTRO=TOOLS_OUTRO
 
 def _config(shape: ModelShape, ids: TokenIds) -> PretrainedConfig:
     return Qwen3Config(
-        vocab_size=ids.vocab_size,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads,
+        **config_kwargs(shape, ids),
         head_dim=shape.head_dim,
-        max_position_embeddings=shape.max_positions,
         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
         rms_norm_eps=1e-6,
         attention_bias=False,
         tie_word_embeddings=True,
-        bos_token_id=ids.bos,
-        eos_token_id=ids.config_eos,
     )
 
 

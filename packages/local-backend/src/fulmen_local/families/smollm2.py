@@ -28,7 +28,7 @@ from transformers import LlamaConfig, PretrainedConfig
 
 from fulmen_local.families.jinja import fill
 from fulmen_local.families.qwen2 import format_hermes_calls
-from fulmen_local.families.spec import FamilySpec, ModelShape, TokenIds
+from fulmen_local.families.spec import FamilySpec, ModelShape, TokenIds, config_kwargs
 
 __all__ = ["CHAT_TEMPLATE", "SPEC"]
 
@@ -77,19 +77,11 @@ CHAT_TEMPLATE = fill(
 
 def _config(shape: ModelShape, ids: TokenIds) -> PretrainedConfig:
     return LlamaConfig(
-        vocab_size=ids.vocab_size,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads,
+        **config_kwargs(shape, ids),
         head_dim=shape.head_dim,
-        max_position_embeddings=shape.max_positions,
         rope_parameters={"rope_type": "default", "rope_theta": 100_000.0},
         rms_norm_eps=1e-5,
         tie_word_embeddings=True,
-        bos_token_id=ids.bos,
-        eos_token_id=ids.config_eos,
         pad_token_id=ids.pad,
     )
 

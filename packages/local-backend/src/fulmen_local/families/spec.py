@@ -24,6 +24,7 @@ __all__ = [
     "SystemRole",
     "TokenIds",
     "ToolCall",
+    "config_kwargs",
 ]
 
 PreTokenizerStyle = Literal["qwen2", "llama3", "gpt2", "o200k"]
@@ -156,3 +157,19 @@ class FamilySpec:
     def supports_tools(self) -> bool:
         """Whether the template renders tools and assistant tool calls."""
         return self.tool_parser is not None
+
+
+def config_kwargs(shape: ModelShape, ids: TokenIds) -> dict[str, Any]:
+    """The config fields every family sets the same way from a shape and its token ids (sizes,
+    context, BOS/EOS); each family's config adds its own (rope, norms, windows, pad)."""
+    return {
+        "vocab_size": ids.vocab_size,
+        "hidden_size": shape.hidden_size,
+        "intermediate_size": shape.intermediate_size,
+        "num_hidden_layers": shape.num_layers,
+        "num_attention_heads": shape.num_heads,
+        "num_key_value_heads": shape.num_kv_heads,
+        "max_position_embeddings": shape.max_positions,
+        "bos_token_id": ids.bos,
+        "eos_token_id": ids.config_eos,
+    }
