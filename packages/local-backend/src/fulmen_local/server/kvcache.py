@@ -32,7 +32,8 @@ class _Prefill:
 @dataclass(frozen=True, slots=True)
 class _Decode:
     columns: torch.Tensor
-    """``[count]`` column each row's new key/value goes to (rows are slots 0 .. count - 1)."""
+    """``[count, 1, 1, 1]`` column each row's new key/value goes to (rows: slots
+    ``0 .. count - 1``)."""
     width: int
 
 
@@ -81,7 +82,7 @@ class SlotKVCache:
         (``columns``: ``[count]`` int64 on the device), writing its key/value at the slot's
         column; attention reads columns ``0 .. width - 1`` of those slots."""
         self._check(int(columns.shape[0]), width)
-        self._plan = _Decode(columns, width)
+        self._plan = _Decode(columns.view(-1, 1, 1, 1), width)
         self._updates = [0] * self.num_layers
 
     def layers_written(self) -> list[int]:
@@ -107,8 +108,7 @@ class SlotKVCache:
             keys[rows, :, : plan.width].copy_(key_states)
             values[rows, :, : plan.width].copy_(value_states)
             return key_states, value_states
-        count = int(plan.columns.shape[0])
-        column = plan.columns.view(count, 1, 1, 1)
+        count, column = key_states.shape[0], plan.columns
         keys[:count].scatter_(2, column.expand(key_states.shape), key_states)
         values[:count].scatter_(2, column.expand(value_states.shape), value_states)
         return keys[:count, :, : plan.width], values[:count, :, : plan.width]
