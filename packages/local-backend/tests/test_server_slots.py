@@ -309,6 +309,10 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
+def _no_context(*_: object) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
 class _NoStream:
     def wait_stream(self, other: object) -> None:
         pass
@@ -326,14 +330,11 @@ def test_graph_replays_match_eager_passes(
     def no_stream(*_: object) -> _NoStream:
         return _NoStream()
 
-    def no_context(*_: object) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
     monkeypatch.setattr(torch.cuda, "CUDAGraph", _RecordedGraph)
     monkeypatch.setattr(torch.cuda, "graph", capture)
     monkeypatch.setattr(torch.cuda, "Stream", no_stream)
     monkeypatch.setattr(torch.cuda, "current_stream", no_stream)
-    monkeypatch.setattr(torch.cuda, "stream", no_context)
+    monkeypatch.setattr(torch.cuda, "stream", _no_context)
     cpu = torch.device("cpu")
     graphed = RunningBatch(random_model, capacity=8, pad_id=0, device=cpu)
     graphed.graphs = DecodeGraphs(cpu)
@@ -382,7 +383,7 @@ def test_failed_captures_fall_back_to_eager_passes(
     monkeypatch.setattr(torch.cuda, "graph", failing_capture)
     monkeypatch.setattr(torch.cuda, "Stream", no_stream)
     monkeypatch.setattr(torch.cuda, "current_stream", no_stream)
-    monkeypatch.setattr(torch.cuda, "stream", lambda *_: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "stream", _no_context)
     cpu = torch.device("cpu")
     graphed = RunningBatch(random_model, capacity=4, pad_id=0, device=cpu)
     graphed.graphs = DecodeGraphs(cpu)
