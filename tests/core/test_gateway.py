@@ -181,11 +181,11 @@ def test_tool_call_turns_are_recorded(tmp_path: Path) -> None:
                 assert first.choices[0].finish_reason == "tool_calls"
                 messages += [first.choices[0].message.model_dump(exclude_none=True),
                              {"role": "tool", "tool_call_id": call.id, "content": "12"}]  # fmt: skip
-                stream = await llm.chat.completions.create(
+                stream = await llm.chat.completions.create(  # pyright: ignore[reportCallIssue]  # plain dicts
                     model="tiny",
                     messages=messages,
-                    tools=[CALCULATOR],
-                    stream=True,  # type: ignore[list-item]
+                    tools=[CALCULATOR],  # pyright: ignore[reportArgumentType]  # a plain dict
+                    stream=True,
                 )
                 text = "".join(
                     [c.choices[0].delta.content or "" async for c in stream if c.choices]
@@ -196,7 +196,7 @@ def test_tool_call_turns_are_recorded(tmp_path: Path) -> None:
             (recorded,) = turn1.tool_calls
             assert recorded["id"] == call.id and recorded["function"]["name"] == "calculator"
             assert json.loads(recorded["function"]["arguments"]) == json.loads(
-                call.function.arguments
+                call.function.arguments  # pyright: ignore[reportAttributeAccessIssue]  # a function call
             )
             assert turn1.response_message["tool_calls"] == [recorded]
             assert turn1.response_message["content"] is None
@@ -355,7 +355,7 @@ def test_a_new_gateway_on_the_same_store_continues_the_episode(tmp_path: Path) -
 
 def test_upstream_headers_are_sent_and_agent_headers_are_not(tmp_path: Path) -> None:
     async def main() -> None:
-        options = {"upstream_headers": {"Authorization": "Bearer upstream-key"}}
+        options: dict[str, Any] = {"upstream_headers": {"Authorization": "Bearer upstream-key"}}
         async with running_stack(tmp_path / "store.db", **options) as stack:
             episode_id = await start(stack)
             async with client(stack, episode_id) as llm:

@@ -30,11 +30,11 @@ async def tool_agent(task: Task, ctx: EpisodeContext) -> str:
     """Asks, runs the tool call the model makes, answers (2 LLM calls per episode)."""
     async with openai.AsyncOpenAI(base_url=ctx.base_url, api_key=ctx.api_key, timeout=30) as client:
         messages: list[Any] = [{"role": "user", "content": task.data["q"]}]
-        first = await client.chat.completions.create(model="tiny", messages=messages, tools=[TOOL])
+        first = await client.chat.completions.create(model="tiny", messages=messages, tools=[TOOL])  # pyright: ignore[reportArgumentType]
         call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
         messages.append(first.choices[0].message.model_dump(exclude_none=True))
         messages.append({"role": "tool", "tool_call_id": call.id, "content": "42"})
-        second = await client.chat.completions.create(model="tiny", messages=messages, tools=[TOOL])
+        second = await client.chat.completions.create(model="tiny", messages=messages, tools=[TOOL])  # pyright: ignore[reportArgumentType]
         return second.choices[0].message.content or ""
 
 

@@ -155,7 +155,7 @@ def build_tiny_qwen(out_dir: str | Path, *, seed: int = 0) -> Path:
         max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=True,
         eos_token_id=toy.end_id,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id,  # pyright: ignore[reportArgumentType]  # set: an int
         bos_token_id=None,
         # A wide init makes the random model's next-token distribution peaked enough that
         # greedy decoding is not decided by float noise.

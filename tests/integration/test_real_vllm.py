@@ -138,7 +138,7 @@ def test_non_streaming_call_records_the_ids_vllm_returned(real: Real) -> None:
 
 def test_agent_that_asks_for_no_ids_still_gets_them_recorded(real: Real) -> None:
     episode_id, llm = real.episode("no-ids")
-    reply = llm.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=6, seed=2)
+    reply = llm.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=6, seed=2)  # pyright: ignore[reportArgumentType]
     body = reply.model_dump()
     # the gateway asked vLLM for ids and logprobs, and hides them as vLLM itself does (null)
     assert body["prompt_token_ids"] is None and body["choices"][0]["token_ids"] is None
@@ -232,7 +232,7 @@ def test_auto_tool_choice_with_a_tool_result_in_the_history(real: Real) -> None:
 
 def test_context_errors_pass_through_and_lose_nothing(real: Real) -> None:
     episode_id, llm = real.episode("overflow")
-    llm.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=4, seed=1)
+    llm.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=4, seed=1)  # pyright: ignore[reportArgumentType]
     before = real.store.transitions(episode_id)
     too_many = {"model": "tiny", "messages": QUESTION, "max_tokens": MAX_POSITIONS + 88}
     too_long = {"model": "tiny", "messages": [{"role": "user", "content": "word " * 600}]}
@@ -274,9 +274,9 @@ def test_recorded_prompts_retokenize_to_the_ids_vllm_used(real: Real) -> None:
     """Every record of the module's store (this test's two calls and those of the tests before
     it) re-renders to exactly the prompt ids vLLM used."""
     _, llm = real.episode("retokenize")
-    llm.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=2)
+    llm.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=2)  # pyright: ignore[reportArgumentType]
     llm.chat.completions.create(
-        model="tiny", messages=TOOL_HISTORY, tools=[CALCULATOR], max_tokens=2
+        model="tiny", messages=TOOL_HISTORY, tools=[CALCULATOR], max_tokens=2  # pyright: ignore[reportArgumentType]
     )
     checked = 0
     for episode in real.store.list_episodes():

@@ -68,7 +68,7 @@ def chat_ids(
 ) -> list[int]:
     """Prompt ids the server builds for ``messages`` (template, no extra special tokens)."""
     text = tokenizer.apply_chat_template(
-        messages, tools=tools, add_generation_prompt=True, tokenize=False
+        messages, tools=tools, add_generation_prompt=True, tokenize=False  # pyright: ignore[reportArgumentType]  # list is invariant; transformers wants list[dict | Callable]
     )
     assert isinstance(text, str)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -124,6 +124,7 @@ def random_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
 def tool_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     model = build_tiny_model(tokenizer, seed=0, preset="test")
     eos = tokenizer.eos_token
+    assert isinstance(eos, str)
     examples = [
         (chat_ids(tokenizer, TOOL_QUESTION, [CALCULATOR_TOOL]), TOOL_CALL_TEXT + eos),
         (chat_ids(tokenizer, TOOL_HISTORY, [CALCULATOR_TOOL]), ANSWER_TEXT + eos),

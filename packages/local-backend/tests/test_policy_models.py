@@ -27,7 +27,7 @@ def qwen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = build_tokenizer()
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=256,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=256,  # pyright: ignore[reportCallIssue]  # head_dim goes through **kwargs
         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
@@ -109,7 +109,7 @@ def test_lora_checkpoint_resumes_and_merges(qwen_dir: Path, tmp_path: Path) -> N
     policy.trainer.eval()
     expected = _logits(policy.trainer)
     ckpt = tmp_path / "step-000001"
-    policy.trainer.save_pretrained(str(ckpt))
+    policy.trainer.save_pretrained(str(ckpt))  # pyright: ignore[reportCallIssue]  # a PreTrainedModel typed as nn.Module
     policy.tokenizer.save_pretrained(str(ckpt))
     assert is_adapter_dir(ckpt)
     assert not (ckpt / "model.safetensors").exists()  # the adapter only, not a full copy

@@ -13,6 +13,7 @@ import openai
 import pytest
 import torch
 from fulmen_local.server import POLICY_VERSION_HEADER, InferenceServer
+from openai.types.chat import ChatCompletionMessageParam
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +40,14 @@ def _extra(obj: Any, name: str) -> Any:
     return extra[name]
 
 
-MESSAGES = [{"role": "user", "content": "Tell me something."}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me something."}]
 
 
 def test_openai_client_gets_token_ids_and_logprobs(random_server, prompt_ids) -> None:
     client = _client(random_server)
     resp = client.chat.completions.create(
         model="tiny",
-        messages=MESSAGES,  # type: ignore[arg-type]
+        messages=MESSAGES,
         max_tokens=7,
         logprobs=True,
         top_logprobs=2,
@@ -134,7 +135,7 @@ def test_stop_and_n_through_the_api(random_server) -> None:
     assert resp.choices[0].finish_reason == "stop"
     assert _extra(resp.choices[0], "stop_reason") == stop
     assert resp.choices[0].message.content == text[: text.find(stop)]
-    two = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=6, n=2, seed=5)  # type: ignore[arg-type]
+    two = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=6, n=2, seed=5)
     assert len(two.choices) == 2
 
 
@@ -261,12 +262,12 @@ def test_hot_swap_bumps_policy_version_in_responses(fresh_random_model, tokenize
 def test_bad_requests_get_openai_errors(random_server) -> None:
     client = _client(random_server)
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=600)  # type: ignore[arg-type]
+        client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=600)
     assert "max_model_len=512" in str(info.value)
     with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model="other", messages=MESSAGES, max_tokens=5)  # type: ignore[arg-type]
+        client.chat.completions.create(model="other", messages=MESSAGES, max_tokens=5)
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="tiny", messages=MESSAGES, top_p=1.5)  # type: ignore[arg-type]
+        client.chat.completions.create(model="tiny", messages=MESSAGES, top_p=1.5)
     assert "top_p" in str(info.value)
     req = urllib.request.Request(
         f"{random_server.url}/v1/chat/completions",
@@ -308,5 +309,5 @@ def test_completions_streaming_and_prompt_lists(random_server, tokenizer) -> Non
 def test_n_above_batch_size_is_refused(tokenizer, random_model) -> None:
     with InferenceServer(random_model, tokenizer, model_name="tiny", max_batch_size=2) as server:
         with pytest.raises(openai.BadRequestError) as info:
-            _client(server).chat.completions.create(model="tiny", messages=MESSAGES, n=3)  # type: ignore[arg-type]
+            _client(server).chat.completions.create(model="tiny", messages=MESSAGES, n=3)
         assert "max_batch_size" in str(info.value)

@@ -305,7 +305,8 @@ def test_other_architecture_with_gqa_and_byte_level_tokenizer() -> None:
         )
         for c in ("héllo", "the café costs 3 €", "naïve façade, wörld")
     ]
-    prompts = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert all(isinstance(t, str) for t in texts)
+    prompts = [list(tokenizer(str(t), add_special_tokens=False)["input_ids"]) for t in texts]
     params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
     single = GenerationEngine(model, tokenizer, max_batch_size=1)
     batched = GenerationEngine(model, tokenizer, max_batch_size=8, batch_window_ms=20)

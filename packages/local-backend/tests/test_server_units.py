@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import torch
 from fulmen_local.server.errors import ApiError
@@ -75,7 +77,7 @@ def test_sampling_params_reject_bad_values(kwargs: dict[str, object], param: str
 # ----------------------------------------------------------------------------- text stream
 
 
-def _utf8_decode(ids: list[int] | tuple[int, ...]) -> str:
+def _utf8_decode(ids: Sequence[int]) -> str:
     """A byte-level 'tokenizer': each id is one byte."""
     return bytes(ids).decode("utf-8", errors="replace")
 

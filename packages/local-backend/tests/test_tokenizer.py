@@ -15,7 +15,7 @@ from fulmen_local.model.tokenizer import (
     parse_tool_calls,
 )
 from fulmen_local.tasks.calculator import CALCULATOR_TOOL, SYSTEM_PROMPT
-from transformers import PreTrainedTokenizerFast
+from transformers import BatchEncoding, PreTrainedTokenizerFast
 
 TOK = build_tokenizer()
 
@@ -141,6 +141,7 @@ def test_assistant_mask_marks_generated_tokens_only() -> None:
         return_dict=True,
         return_assistant_tokens_mask=True,
     )
+    assert isinstance(out, BatchEncoding)
     ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
     trained = TOK.decode([i for i, m in zip(ids, mask, strict=True) if m])
     call = format_tool_call("calculator", {"expression": "37*48"})

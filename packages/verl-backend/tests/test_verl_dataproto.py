@@ -153,7 +153,7 @@ def test_verl_rollout_correction_and_bypass_mode_accept_the_batch(
     # bypass mode: old_log_probs become the recorded rollout logprobs
     fresh = rows_to_dataproto(recorded, pad_token_id=PAD)
     loss_cfg = OmegaConf.create({"loss_mode": "vanilla"})
-    apply_bypass_mode(batch=fresh, rollout_corr_config=corr, policy_loss_config=loss_cfg)
+    apply_bypass_mode(batch=fresh, rollout_corr_config=corr, policy_loss_config=loss_cfg)  # pyright: ignore[reportArgumentType]  # verl reads a DictConfig
     assert torch.equal(fresh.batch["old_log_probs"], fresh.batch["rollout_log_probs"])
     assert loss_cfg.loss_mode == "bypass_mode"
 

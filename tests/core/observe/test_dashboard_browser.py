@@ -223,7 +223,8 @@ def test_episode_token_viewer(page: Page, demo: DemoRun, tmp_path: Path) -> None
     box = p.locator('.call[data-seq="1"]').bounding_box()
     assert abs(image.size[0] - box["width"]) <= 2 and abs(image.size[1] - box["height"]) <= 2
     # the token colours are on the screenshot: strongly red/green pixels (probabilities)
-    reds = sum(n for n, (r, g, b) in image.getcolors(1 << 20) or [] if r > 200 and g < 190 and b < 190)
+    pixels: list[tuple[int, tuple[int, int, int]]] = image.getcolors(1 << 20) or []  # pyright: ignore[reportAssignmentType]  # RGB: pixels are triples
+    reds = sum(n for n, (r, g, b) in pixels if r > 200 and g < 190 and b < 190)
     assert reds > 20
     full = tmp_path / "episode.png"
     p.screenshot(path=str(full), full_page=True)
