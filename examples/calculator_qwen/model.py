@@ -1,11 +1,11 @@
 """Builds the Qwen calculator example's base model: a random-initialised model of the Qwen2.5
 family in the ``10m`` shape (Qwen2 architecture, 12 layers, hidden size 256, grouped-query
-attention, a locally trained byte-level BPE tokenizer of 2,048 tokens, Qwen2.5-Instruct's
-ChatML template with Hermes tool calls; 12.2 M parameters), warm-started on calculator
-demonstrations of which some deliberately skip the tool and guess, so that the base agent is
-poor but not hopeless and RL has something to fix. No weights are downloaded: everything is
-built here from the seed. ``fulmen train`` calls :func:`build` when ``[model] path`` holds no
-model yet.
+attention, a locally trained byte-level BPE tokenizer, Qwen2.5-Instruct's ChatML template with
+Hermes tool calls; 12.2 M parameters), warm-started on calculator demonstrations of which some
+deliberately skip the tool and guess, so that the base agent is poor but not hopeless and RL
+has something to fix (measured: greedy 0 %, sampled 18 % held-out; README.md). No weights are
+downloaded: everything is built here from the seed, in about 20 minutes on the 2-core VM.
+``fulmen train`` calls :func:`build` when ``[model] path`` holds no model yet.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ WARM_START: dict[str, Any] = {
     "lr": 1e-3,
     "num_demos": 4000,
     "shared_prefix": True,
+    "threads": 1,
 }
 """Warm-start settings (see :func:`fulmen_local.model.warmstart.warm_start`)."""
 

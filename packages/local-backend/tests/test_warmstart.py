@@ -153,7 +153,12 @@ def test_warm_start_trains_the_model_it_is_given(tmp_path: Path) -> None:
     model, tok = load_causal_lm(init)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     options: dict[str, Any] = {"seed": 1, "steps": 2, "num_demos": 16, "batch_size": 4, "log": None}
-    out = warm_start(tmp_path / "ws", model=model, tokenizer=tok, shared_prefix=True, **options)
+    threads = torch.get_num_threads()
+    out = warm_start(
+        tmp_path / "ws", model=model, tokenizer=tok, shared_prefix=True, threads=threads + 1,
+        **options,
+    )
+    assert torch.get_num_threads() == threads  # restored
     info = json.loads((out / "warmstart.json").read_text())
     assert info["model_type"] == "qwen2" and info["shared_prefix"] is True and "preset" not in info
     loaded, loaded_tok = load_causal_lm(out)

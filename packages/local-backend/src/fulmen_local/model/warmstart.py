@@ -248,7 +248,8 @@ def warm_start(
             most of each demonstration; see
             :func:`~fulmen_local.model.supervised.shared_prefix_lm_loss`).
         split_seed, n_eval: the held-out split kept out of the demonstrations.
-        threads: torch CPU threads.
+        threads: torch CPU threads while the warm start runs (the previous count is restored).
+            On a busy machine one thread can cost far less CPU time per step than two.
         log: progress printer (None for silence).
 
     Returns:
@@ -271,8 +272,42 @@ def warm_start(
         )
     if (model is None) != (tokenizer is None):
         raise ValueError("pass both model and tokenizer (the model to start from), or neither")
-    started = time.perf_counter()
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _warm_start(
+            out_dir, model=model, tokenizer=tokenizer, seed=seed, steps=steps,
+            time_budget_s=time_budget_s, bad_fraction=bad_fraction, guess_phase=guess_phase,
+            copy_weight=copy_weight, batch_size=batch_size, lr=lr, num_demos=num_demos,
+            preset=preset, end_of_turn=end_of_turn, shared_prefix=shared_prefix,
+            split_seed=split_seed, n_eval=n_eval, log=log,
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _warm_start(
+    out_dir: str | Path,
+    *,
+    model: PreTrainedModel | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+    seed: int,
+    steps: int,
+    time_budget_s: float | None,
+    bad_fraction: float,
+    guess_phase: float,
+    copy_weight: float,
+    batch_size: int,
+    lr: float,
+    num_demos: int,
+    preset: PresetName,
+    end_of_turn: str | None,
+    shared_prefix: bool,
+    split_seed: int,
+    n_eval: int,
+    log: Callable[[str], None] | None,
+) -> Path:
+    started = time.perf_counter()
     torch.manual_seed(seed)
     tok = tokenizer if tokenizer is not None else build_tokenizer()
     _, held_out = make_splits(seed=split_seed, n_eval=n_eval)
