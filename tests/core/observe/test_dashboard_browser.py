@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from _dashboard_data import DemoRun, make_run
 from _observe_data import train_row
+from _policy_run import VERSIONS, make_policy_run
 from fulmen.observe.dashboard import CreditSource, Dashboard, DashboardData, TokenText
 from fulmen.protocol import Episode, EpisodeStatus, Reward, Task, TerminationReason
 from fulmen.store.sqlite import SQLiteStore
@@ -160,6 +161,7 @@ def test_curves_page_shows_the_run(page: Page, demo: DemoRun, tmp_path: Path) ->
     assert reward[0] == ["reward (train mean)", [1, 2], [0.5, 1.0]]
     assert reward[2] == ["held-out success", [0, 2], [0.0, 1.0]]
     assert page.text("#agents").count("planner") == 1
+    assert p.locator("#policies").count() == 0  # a run without [[policy]]
     shot = tmp_path / "curves.png"
     p.screenshot(path=str(shot))
     _check_png(shot, (VIEWPORT["width"], VIEWPORT["height"]))
@@ -243,6 +245,36 @@ def test_compare_two_checkpoints(page: Page, tmp_path: Path) -> None:
     shot = tmp_path / "compare.png"
     p.screenshot(path=str(shot))
     _check_png(shot, (VIEWPORT["width"], VIEWPORT["height"]))
+
+
+def test_per_policy_metrics_and_the_policy_of_every_call(browser: Any, tmp_path: Path) -> None:
+    run = make_policy_run(tmp_path)
+    dashboard = Dashboard(DashboardData(store_path=run.store_path, run_dir=run.run_dir), port=0)
+    dashboard.start_in_thread()
+    p = Page(browser, dashboard.url)
+    try:
+        page = p.open("#/")
+        p.wait_text("#step", "2")
+        page.wait_for_selector('#policies tr[data-policy="solver"]')
+        names = page.locator("#policies tr[data-policy]").evaluate_all("rs => rs.map(r => r.dataset.policy)")
+        assert names == ["planner", "solver", "(base)"]
+        assert p.text('#policies tr[data-policy="solver"] td[data-key="loss"]') == "0.5"
+        assert p.text('#policies tr[data-policy="planner"] td[data-key="loss"]') == "–"  # not updated
+        assert p.text('#policies tr[data-policy="planner"] td:nth-child(3)') == f"v{max(VERSIONS)}"
+        page.wait_for_function("document.getElementById('chart-policy-loss') && document.getElementById('chart-policy-loss').data")
+        loss = page.evaluate("document.getElementById('chart-policy-loss').data.map(t => [t.name, t.x, t.y])")
+        assert loss == [["planner", [1], [-0.125]], ["solver", [1, 2], [0.25, 0.5]]]
+        page.screenshot(path=str(tmp_path / "policies.png"))
+        _check_png(tmp_path / "policies.png", (VIEWPORT["width"], VIEWPORT["height"]))
+        # the token viewer names the policy and the adapter version of every call
+        page.goto(f"{dashboard.url}/#/episode/ep-p1")
+        page.wait_for_selector('.call[data-seq="2"] .call-policy')
+        labels = page.locator(".call .call-policy").all_inner_texts()
+        assert labels == ["by planner v1", "by solver v1", "by (base) v1"]
+        assert "planner v1" in p.text('.call[data-seq="0"] h3')
+    finally:
+        p.close()
+        dashboard.stop_thread()
 
 
 def test_token_in_the_printed_url_logs_the_browser_in(browser: Any, demo: DemoRun) -> None:

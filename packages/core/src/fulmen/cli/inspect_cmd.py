@@ -138,8 +138,14 @@ def _print_transition(console: Any, t: Transition, decode: Any, max_tokens: int)
     from rich.markup import escape
 
     head = f"transition {t.seq} · agent {t.agent or '-'} · finish {t.finish_reason}"
-    if t.policy_version is not None:
-        head += f" · policy v{t.policy_version}"
+    from fulmen.observe.summary import call_policy
+
+    policy = call_policy(t)  # [[policy]] runs: the adapter (or the frozen base) that served it
+    version = f" v{t.policy_version}" if t.policy_version is not None else ""
+    if policy is not None:
+        head += f" · policy {policy}{version}"
+    elif version:
+        head += f" · policy{version}"
     console.rule(head)
     if t.flags:
         console.print(f"[yellow]flags: {', '.join(t.flags)}[/]")

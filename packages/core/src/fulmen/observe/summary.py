@@ -7,16 +7,18 @@ merged: ``agent``, ``metadata["tool_results"]``), shared by ``fulmen watch`` and
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fulmen.protocol import EpisodeRecord, Reward, Transition
 
 __all__ = [
+    "BASE_POLICY",
     "UNNAMED_AGENT",
     "AgentStats",
     "EpisodeSummary",
     "agent_stats",
+    "call_policy",
     "outcome_for",
     "reward_label",
     "summarize",
@@ -25,6 +27,19 @@ __all__ = [
 
 UNNAMED_AGENT = "(unnamed)"
 """Agent name used for calls no adapter or request named."""
+
+BASE_POLICY = "(base)"
+"""Policy name shown for a routed call the frozen base served (``[[policy]]`` runs: its agent is
+covered by no policy)."""
+
+
+def call_policy(transition: Transition) -> str | None:
+    """The policy that served a call: its name, :data:`BASE_POLICY` for the frozen base, None
+    for a call the gateway did not route (a run without ``[[policy]]``)."""
+    if "policy" not in transition.metadata:
+        return None
+    name = transition.metadata["policy"]
+    return str(name) if name is not None else BASE_POLICY
 
 
 def tool_names(transition: Transition) -> list[str]:
@@ -95,6 +110,12 @@ class EpisodeSummary:
     tools_by_agent: Mapping[str, int]
     outcome_by_agent: Mapping[str, float | None]
     """Outcome per agent (:func:`outcome_for`)."""
+    policy_of_agent: Mapping[str, str] = field(default_factory=dict[str, str])
+    """Routed calls only (``[[policy]]``): each agent's policy (:func:`call_policy`, its last call's)."""
+    calls_by_policy: Mapping[str, int] = field(default_factory=dict[str, int])
+    """Routed calls per policy."""
+    policy_versions: Mapping[str, int] = field(default_factory=dict[str, int])
+    """Routed calls: the highest adapter version per policy."""
 
 
 def summarize(record: EpisodeRecord) -> EpisodeSummary:
@@ -105,8 +126,17 @@ def summarize(record: EpisodeRecord) -> EpisodeSummary:
     tools: dict[str, int] = {}
     names: list[str] = []
     errors = 0
+    policy_of_agent: dict[str, str] = {}
+    calls_by_policy: dict[str, int] = {}
+    versions: dict[str, int] = {}
     for t in record.transitions:
         agent = t.agent or UNNAMED_AGENT
+        policy = call_policy(t)
+        if policy is not None:
+            policy_of_agent[agent] = policy
+            calls_by_policy[policy] = calls_by_policy.get(policy, 0) + 1
+            if t.policy_version is not None:
+                versions[policy] = max(t.policy_version, versions.get(policy, t.policy_version))
         agents.setdefault(agent)
         calls[agent] = calls.get(agent, 0) + 1
         called = tool_names(t)
@@ -142,6 +172,9 @@ def summarize(record: EpisodeRecord) -> EpisodeSummary:
         outcome_by_agent={
             a: outcome_for(record.rewards, None if a == UNNAMED_AGENT else a) for a in agents
         },
+        policy_of_agent=policy_of_agent,
+        calls_by_policy=calls_by_policy,
+        policy_versions=versions,
     )
 
 

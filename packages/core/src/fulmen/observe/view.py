@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fulmen.observe.alarms import Alarm
+from fulmen.observe.per_policy import POLICY_METRICS, policy_views
 from fulmen.observe.state import STEP_METRICS, RunState, metric_value
 from fulmen.observe.summary import UNNAMED_AGENT, EpisodeSummary, agent_stats
 
@@ -36,6 +37,7 @@ def render(state: WatchState, *, episodes: int = 12) -> RenderableType:
     return Group(
         _header(state),
         _step_panel(state),
+        *_policies_table(state),
         _agents_table(state),
         _episodes_table(state, episodes),
         _alarms_panel(state.alarms()),
@@ -103,6 +105,32 @@ def _agents_table(state: WatchState) -> Table:
             f"{s.success_rate:.0%}",
         )
     return table
+
+
+def _policies_table(state: WatchState) -> list[Table]:
+    """One row per policy of a ``[[policy]]`` run (none otherwise): its agents, the version it
+    serves, its calls in the window and its metrics of the current step."""
+    views = policy_views(state.train_rows, state.summaries)
+    if not views:
+        return []
+    step = views[0].step
+    table = Table(
+        title=f"policies (step {step if step is not None else '-'}; calls: last {len(state.summaries)} episodes)",
+        title_justify="left",
+    )
+    table.add_column("policy")
+    table.add_column("agents")
+    table.add_column("version", justify="right")
+    for label, _ in POLICY_METRICS:
+        table.add_column(label, justify="right")
+    for v in views:
+        table.add_row(
+            escape(v.name),
+            escape(", ".join(v.agents) or "-"),
+            "-" if v.version is None else f"v{v.version}",
+            *("-" if (x := v.metrics[key]) is None else _fmt(x) for _, key in POLICY_METRICS),
+        )
+    return [table]
 
 
 def _tools(names: Sequence[str]) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fulmen.observe.per_policy import POLICY_CHARTS, policy_key, policy_names
 from fulmen.observe.state import METRICS, metric_value
 
 __all__ = ["CHARTS", "Chart", "curves_json"]
@@ -16,8 +17,9 @@ __all__ = ["CHARTS", "Chart", "curves_json"]
 class Chart:
     """One chart: a title and its series as ``(metric, label)``.
 
-    A metric is a name of :data:`~fulmen.observe.state.METRICS` (read from ``train`` rows), or
-    ``eval:KEY`` for ``KEY`` of the ``eval`` rows (held-out evaluation, step 0 included).
+    A metric is a name of :data:`~fulmen.observe.state.METRICS` (read from ``train`` rows),
+    ``eval:KEY`` for ``KEY`` of the ``eval`` rows (held-out evaluation, step 0 included), or a
+    policy's own ``policy/<name>/<key>`` (read from ``train`` rows as it is).
     """
 
     id: str
@@ -66,7 +68,10 @@ def _number(value: Any) -> float | None:
 
 
 def _series(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[int], list[float]]:
-    key = metric.removeprefix("eval:") if metric.startswith("eval:") else METRICS[metric]
+    if metric.startswith("eval:"):
+        key = metric.removeprefix("eval:")
+    else:
+        key = metric if metric.startswith("policy/") else METRICS[metric]
     xs: list[int] = []
     ys: list[float] = []
     for i, row in enumerate(rows):
@@ -82,14 +87,26 @@ def _series(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[int], 
 def curves_json(
     train: Sequence[Mapping[str, Any]], evals: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """Every chart of :data:`CHARTS` with its series: ``{"charts": [...], "steps": N}``.
+    """Every chart of :data:`CHARTS` with its series: ``{"charts": [...], "steps": N}``; a run
+    with ``[[policy]]`` (``policy/<name>/...`` keys in its rows) gets the charts of
+    :data:`~fulmen.observe.per_policy.POLICY_CHARTS` after them, one series per policy.
 
     Each series is ``{"metric", "label", "x", "y"}`` with the steps where the metric is a
     finite number (rows without ``step`` count by position); ``steps`` is the number of
     training rows.
     """
     charts: list[dict[str, Any]] = []
-    for chart in CHARTS:
+    names = policy_names(train)
+    per_policy = tuple(
+        Chart(
+            id=f"policy-{key.replace('_', '-')}",
+            title=title,
+            series=tuple((policy_key(name, key), name) for name in names),
+        )
+        for key, title in POLICY_CHARTS
+        if names
+    )
+    for chart in (*CHARTS, *per_policy):
         series: list[dict[str, Any]] = []
         for metric, label in chart.series:
             xs, ys = _series(evals if metric.startswith("eval:") else train, metric)

@@ -24,6 +24,7 @@ from fulmen.observe.dashboard.curves import curves_json
 from fulmen.observe.dashboard.episode import episode_detail
 from fulmen.observe.dashboard.episodes import EpisodeFilter, episode_list
 from fulmen.observe.dashboard.tokens import TokenText, find_tokenizer
+from fulmen.observe.per_policy import policy_views
 from fulmen.observe.state import STEP_METRICS, RunState, metric_value
 from fulmen.observe.summary import agent_stats
 from fulmen.store.base import EpisodeNotFound
@@ -105,7 +106,8 @@ class DashboardData:
         return self._tokens
 
     def summary(self) -> dict[str, Any]:
-        """The header and overview: source, step, episode counts, step metrics, agents, alarms."""
+        """The header and overview: source, step, episode counts, step metrics, agents, policies
+        (:func:`~fulmen.observe.per_policy.policy_views`: empty without ``[[policy]]``), alarms."""
         self.refresh()
         st = self._state
         row: dict[str, Any] = dict(st.train_rows[-1]) if st.train_rows else {}
@@ -132,6 +134,7 @@ class DashboardData:
             "statuses": dict(statuses),
             "step_metrics": metrics,
             "agents": agents,
+            "policies": [asdict(p) for p in policy_views(st.train_rows, st.summaries)],
             "alarms": [asdict(a) for a in st.alarms()],
             "credit": {"origin": self._credit.source.origin, "agents": self._credit.source.agents},
             "tokenizer": None if (tokens := self._token_text()) is None else str(tokens.path),

@@ -13,7 +13,7 @@ from typing import Any
 
 from fulmen.observe.dashboard.credit import EpisodeCredit
 from fulmen.observe.dashboard.tokens import TokenText, token_view
-from fulmen.observe.summary import EpisodeSummary, reward_label, summarize
+from fulmen.observe.summary import EpisodeSummary, call_policy, reward_label, summarize
 from fulmen.protocol import EpisodeRecord, Transition
 
 __all__ = ["episode_detail", "new_messages", "summary_json"]
@@ -79,6 +79,7 @@ def _call(
         "node": t.metadata.get("node"),
         "framework": t.metadata.get("framework"),
         "finish_reason": t.finish_reason,
+        "policy": call_policy(t),
         "policy_version": t.policy_version,
         "latency_s": t.upstream_latency_s,
         "flags": list(t.flags),
@@ -104,7 +105,9 @@ def episode_detail(
 
     Returns ``{"episode", "summary", "rewards", "credit", "calls", "tokens"}``: ``calls`` has one
     entry per LLM call (``seq`` order) with the messages new to it, its response, tool calls
-    and their results, the step rewards it earned, whether it trains (``trains`` True, with its
+    and their results, the step rewards it earned, the policy that served it (``policy``: its
+    name, ``"(base)"`` for the frozen base, None for a run without ``[[policy]]``) and the
+    version (``policy_version``), whether it trains (``trains`` True, with its
     advantage), is masked (``trains`` False, ``masked`` True, with the reason) or is outside
     any training group (``trains`` None: held-out evaluation, a bare gateway), and its tokens
     (:func:`~fulmen.observe.dashboard.tokens.token_view`); ``tokens`` counts prompt, response,

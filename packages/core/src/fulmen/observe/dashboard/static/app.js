@@ -85,6 +85,21 @@
     return t;
   }
 
+  // Per-policy table ([[policy]] runs only): agents, served version, the step's own metrics.
+  const POLICY_COLUMNS = [["step calls", "llm_calls"], ["rows", "rows"], ["response tokens", "response_tokens"],
+    ["loss", "loss"], ["kl", "kl"], ["entropy", "entropy"], ["clip fraction", "clip_fraction"], ["grad norm", "grad_norm"]];
+
+  function policiesTable(policies) {
+    const t = el("table", { id: "policies" }, el("tr", {}, ["policy", "agents", "version", ...POLICY_COLUMNS.map((c) => c[0])]
+      .map((h, i) => el("th", { class: i > 1 ? "num" : null, text: h }))));
+    for (const p of policies) {
+      t.append(el("tr", { "data-policy": p.name }, el("td", { text: p.name }), el("td", { text: p.agents.join(", ") || "–" }),
+        el("td", { class: "num", text: p.version === null ? "–" : `v${p.version}` }),
+        POLICY_COLUMNS.map(([, key]) => el("td", { class: "num", "data-key": key, text: num(p.metrics[key]) }))));
+    }
+    return t;
+  }
+
   function drawChart(div, chart) {
     const traces = chart.series.map((s) => ({ x: s.x, y: s.y, name: s.label, mode: "lines+markers", type: "scatter" }));
     const empty = chart.series.every((s) => !s.x.length);
@@ -102,9 +117,10 @@
     const metrics = el("div", { class: "grid", id: "step-metrics" });
     const alarmBox = el("div", { class: "card" });
     const agentBox = el("div", {});
+    const policyBox = el("div", {});
     const charts = el("div", { class: "charts", id: "charts" });
     page.replaceChildren(el("h1", { text: "Training" }), el("h2", { text: "Alarms" }), alarmBox,
-      el("h2", { text: "Current step" }), metrics, el("h2", { text: "Curves" }), charts,
+      el("h2", { text: "Current step" }), metrics, policyBox, el("h2", { text: "Curves" }), charts,
       el("h2", { text: "Agents" }), agentBox);
     const divs = {};
     every(2000, async () => {
@@ -115,6 +131,7 @@
         el("div", { class: "tile", "data-metric": m.label }, el("div", { class: "label", text: m.label }),
           el("div", { class: "value", text: num(m.value) }))) : [el("div", { class: "none", text: "no training metrics yet" })]));
       agentBox.replaceChildren(agentsTable(s.agents));
+      policyBox.replaceChildren(...(s.policies.length ? [el("h2", { text: "Policies" }), policiesTable(s.policies)] : []));
       for (const chart of c.charts) {
         if (!divs[chart.id]) {
           divs[chart.id] = el("div", { class: "chart", id: `chart-${chart.id}` });

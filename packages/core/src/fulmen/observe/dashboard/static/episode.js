@@ -73,6 +73,14 @@ const FulmenEpisode = (() => {
     return span;
   }
 
+  // Which weights produced a call: "<policy> v<version>" with [[policy]] ("(base)" for the frozen
+  // base), else "policy v<version>"; null when neither is recorded.
+  function policyLabel(call) {
+    const v = call.policy_version !== null && call.policy_version !== undefined ? ` v${call.policy_version}` : "";
+    if (call.policy) return `${call.policy}${v}`;
+    return v ? `policy${v}` : null;
+  }
+
   function tokenViewer(call, compact) {
     const t = call.tokens;
     const box = el("div", { class: "tokens", "data-seq": call.seq });
@@ -84,9 +92,11 @@ const FulmenEpisode = (() => {
     const respIds = t.response.ids;
     const lps = t.response.logprobs;
     const state = call.trains === true ? "trained" : call.masked ? "masked" : "not in a training group";
+    const produced = policyLabel(call);
     const boundary = el("span", { class: "boundary" },
       `▼ response · `, el("span", { class: "resp-count", text: String(respIds.length) }),
-      ` tokens · ${state}` + (lps ? "" : " · no logprobs recorded"));
+      " tokens · ", produced ? el("span", { class: "call-policy", text: `by ${produced}` }) : null,
+      produced ? " · " : "", state + (lps ? "" : " · no logprobs recorded"));
     const resp = el("div", { class: "resp-box" },
       respIds.map((id, i) => tokenSpan("resp", id, t.response.text ? t.response.text[i] : null,
         lps ? lps[i] : null, call.masked)));
@@ -125,7 +135,7 @@ const FulmenEpisode = (() => {
       creditBadge(call),
       el("span", { class: "why", text: [
         call.finish_reason && `finish ${call.finish_reason}`,
-        call.policy_version !== null && `policy v${call.policy_version}`,
+        policyLabel(call),
         `${num(call.latency_s, 2)} s`,
         ...call.flags,
       ].filter(Boolean).join(" · ") }));
@@ -201,5 +211,5 @@ const FulmenEpisode = (() => {
     for (const call of detail.calls) container.append(callCard(call, opts));
   }
 
-  return { render, tokenViewer };
+  return { render, tokenViewer, policyLabel };
 })();
