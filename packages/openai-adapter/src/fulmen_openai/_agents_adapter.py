@@ -15,15 +15,13 @@ from fulmen.adapters import DEFAULT_MODEL, Adapter, FrameworkRequirement
 from fulmen.context import EpisodeContext
 from openai import AsyncOpenAI
 
-from fulmen_openai._clients import EPISODE_OWNED, client_options
+from fulmen_openai._clients import EPISODE_HEADER, EPISODE_OWNED, client_options, scope_to_episode
 from fulmen_openai._processor import FulmenTracingProcessor
 from fulmen_openai._requirement import REQUIREMENT
 from fulmen_openai._scope import episode_in_context
 from fulmen_openai._transport import Exchange, install, uninstall
 
 __all__ = ["AgentsSDKAdapter"]
-
-_EPISODE_HEADER = "X-Episode-Id"
 
 
 class _FulmenTraceProvider(DefaultTraceProvider):
@@ -50,8 +48,8 @@ class AgentsSDKAdapter(Adapter):
     :mod:`fulmen_openai._processor`): the model must reach the gateway through an openai client
     (``httpx2`` or ``httpx``), e.g. the one in the ``RunConfig`` :meth:`model_for` returns.
     Runs with ``RunConfig(tracing_disabled=True)`` are not captured. Calls sent to the gateway's
-    plain ``/v1`` routes get ``X-Episode-Id`` from the runner's context, as with
-    :class:`~fulmen_openai.OpenAIClientAdapter`.
+    plain ``/v1`` routes get ``X-Episode-Id`` from the runner's context and that episode's own
+    token in place of the client's key, as with :class:`~fulmen_openai.OpenAIClientAdapter`.
 
     Only one instance may be attached at a time (:class:`~fulmen.adapters.AdapterError`).
     """
@@ -146,10 +144,10 @@ class _GenerationListener:
                 return
             exchange.owner = self._adapter.framework
             exchange.notes["span_id"] = span.span_id
-            if "/rollout/" not in exchange.path and exchange.header(_EPISODE_HEADER) is None:
+            if "/rollout/" not in exchange.path and exchange.header(EPISODE_HEADER) is None:
                 ctx = episode_in_context()
-                if ctx is not None:
-                    exchange.set_header(_EPISODE_HEADER, ctx.episode_id)
+                if ctx is not None:  # a shared client: this episode, with its own token only
+                    scope_to_episode(exchange, ctx)
 
     def on_response(self, exchange: Exchange) -> None:
         with self._adapter.guard("a response"):

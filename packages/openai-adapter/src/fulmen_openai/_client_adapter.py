@@ -12,15 +12,13 @@ from fulmen.adapters import DEFAULT_MODEL, Adapter, CallInfo, FrameworkRequireme
 from fulmen.context import EpisodeContext
 from openai import AsyncOpenAI, OpenAI
 
-from fulmen_openai._clients import EPISODE_OWNED, client_options
+from fulmen_openai._clients import EPISODE_HEADER, EPISODE_OWNED, client_options, scope_to_episode
 from fulmen_openai._requirement import REQUIREMENT
 from fulmen_openai._scope import current_agent_scope, episode_in_context
 from fulmen_openai._transport import Exchange, install, uninstall
 
 __all__ = ["OpenAIClientAdapter"]
 
-EPISODE_HEADER = "X-Episode-Id"
-"""Header naming the episode of a call sent to the gateway's plain ``/v1`` routes."""
 _GENERATION_PATHS = ("/chat/completions", "/completions")
 _MAX_PENDING_TOOL_CALLS = 65536
 """Tool calls remembered until their result shows up in a later request (oldest dropped)."""
@@ -38,7 +36,9 @@ class OpenAIClientAdapter(Adapter):
       this adapter saw in a response, they are added to the call that asked for them.
     * One global client pointed at the gateway's plain ``/v1`` routes: the adapter adds
       ``X-Episode-Id`` from the episode the runner set in the caller's context (threads started
-      with ``copy_context`` and ``async`` tasks inherit it). A call with no episode is never
+      with ``copy_context`` and ``async`` tasks inherit it), and replaces the client's key with
+      that episode's own token when it has one (the client may hold the gateway's admin token:
+      it never goes out on an episode's call). A call with no episode is never
       attributed by a guess: the gateway refuses it (400 ``no_episode``) and
       :attr:`unattributed` counts it.
 
@@ -127,8 +127,8 @@ class OpenAIClientAdapter(Adapter):
         episode = _episode_in_url(exchange.path) or exchange.header(EPISODE_HEADER)
         if episode is None:
             ctx = episode_in_context()
-            if ctx is not None:
-                exchange.set_header(EPISODE_HEADER, ctx.episode_id)
+            if ctx is not None:  # a shared client: this episode, with its own token only
+                scope_to_episode(exchange, ctx)
                 episode = ctx.episode_id
         exchange.notes["episode"] = episode
         body = exchange.request_json()
