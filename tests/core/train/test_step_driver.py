@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,13 @@ from typing import Any
 import pytest
 from fulmen.config import ConfigError, TrainConfig, parse_config
 from fulmen.errors import BackendError
+from fulmen.gateway import Gateway
 from fulmen.loading import load_tasks
+from fulmen.protocol import Task
 from fulmen.rows import TrainingRow
+from fulmen.runner import EpisodeResult, Runner
 from fulmen.store import open_store
-from fulmen.train import Policy, StepDriver, TaskSampler, latest_checkpoint
+from fulmen.train import Policy, StepDriver, TaskSampler, latest_checkpoint, make_runner
 from fulmen.train.checkpoints import STATE_FILE
 from fulmen.train.schema import ROLLOUT_KEYS, TRAIN_KEYS, UPDATE_KEYS
 from fulmen_testkit.vllm_double import VllmDouble
@@ -255,3 +259,54 @@ def test_with_policies_calls_are_routed_credited_per_agent_and_counted(tmp_path:
         assert row["rows"] == sum(row[f"policy/{p}/rows"] for p in ("planner", "solver", "critic"))
     warnings = [line for line in log if "'critic' got no training row" in line]
     assert len(warnings) == 2 and "made no recorded call" in warnings[0]
+
+
+class SlowPolicy(FakePolicy):
+    """Its update takes ~0.05 s and its publish (the weight sync) ~0.3 s."""
+
+    def update(self, rows: Sequence[TrainingRow]) -> Mapping[str, float]:
+        time.sleep(0.05)
+        return super().update(rows)
+
+    def publish(self, version: int) -> None:
+        time.sleep(0.3)
+        super().publish(version)
+
+
+def test_the_update_and_the_publish_are_timed_apart(tmp_path: Path) -> None:
+    """``update_s`` is the update alone and ``publish_s`` the weight sync, so that a run shows
+    rollout / update / sync per step (they were one number, ``update_s``, before)."""
+    policy = SlowPolicy()
+    try:
+        _run(_config(tmp_path / "run", steps=1), policy)
+    finally:
+        policy.close()
+    [row] = [r for r in _rows(tmp_path / "run") if r["kind"] == "train"]
+    assert 0.05 <= row["update_s"] < 0.3 <= row["publish_s"]
+    assert row["train_tokens_per_s"] == pytest.approx(row["num_tokens"] / row["update_s"])
+
+
+def test_a_backend_runner_factory_runs_the_episodes(tmp_path: Path, policy: FakePolicy) -> None:
+    """``runner_factory`` gets the config and the started gateway (listening where the
+    backend asked) and runs every episode, evaluation included."""
+    calls: list[str] = []
+    hosts: list[str] = []
+
+    class CountingRunner:
+        def __init__(self, inner: Runner) -> None:
+            self.inner = inner
+
+        async def arun(self, agent: Any, tasks: Sequence[Task], **kwargs: Any) -> list[EpisodeResult]:
+            calls.append(str(kwargs.get("description")))
+            return await self.inner.arun(agent, tasks, **kwargs)
+
+    def factory(config: TrainConfig, gateway: Gateway) -> CountingRunner:
+        hosts.append(gateway.url)
+        return CountingRunner(make_runner(config, gateway))
+
+    config = _config(tmp_path / "run", steps=2)
+    driver = StepDriver(config, log=lambda _: None, runner_factory=factory, gateway_host="127.0.0.1", gateway_port=0)
+    driver.prepare()
+    asyncio.run(driver.run(policy))
+    assert calls == ["eval", "step 1", "step 2", "eval"]  # eval_every = 2 = the last step
+    assert len(hosts) == 1 and hosts[0].startswith("http://127.0.0.1:")

@@ -17,17 +17,26 @@ from fulmen.train.driver import StepDriver, TrainResult
 from fulmen.train.evaluation import EvalResult, evaluate_tasks, evaluate_upstream, load_eval_tasks
 from fulmen.train.metrics_log import TRACKERS, MetricsWriter, read_metrics
 from fulmen.train.policy import Policy
-from fulmen.train.rollouts import GreedySampling, RolloutSampling, make_runner, stable_seed
+from fulmen.train.rollouts import (
+    EpisodeRunner,
+    GreedySampling,
+    RolloutSampling,
+    RunnerFactory,
+    make_runner,
+    stable_seed,
+)
 from fulmen.train.sampler import TaskSampler
 
 __all__ = [
     "TRACKERS",
     "Checkpoint",
+    "EpisodeRunner",
     "EvalResult",
     "GreedySampling",
     "MetricsWriter",
     "Policy",
     "RolloutSampling",
+    "RunnerFactory",
     "StepDriver",
     "TaskSampler",
     "TrainResult",

@@ -14,7 +14,13 @@ credited and turned into rows (every exclusion counted in ``batch/*``); the back
 writes one train row of :mod:`fulmen.train.schema` to ``metrics.jsonl`` and is checked by the
 alarms; held-out evaluation (greedy) runs before the first step, every ``[train] eval_every``
 steps and after the last; checkpoints (:mod:`fulmen.train.checkpoints`) every
-``[train] checkpoint_every`` steps and after the last.
+``[train] checkpoint_every`` steps and after the last. Each phase is timed on its own:
+``rollout_s`` (episodes), ``update_s`` (:meth:`Policy.update <fulmen.train.policy.Policy.
+update>`), ``publish_s`` (:meth:`~fulmen.train.policy.Policy.publish`, the weight sync).
+
+A backend whose episodes run elsewhere (other processes, other nodes) passes its own
+``runner_factory`` (:data:`~fulmen.train.rollouts.RunnerFactory`), and where the gateway
+listens (``gateway_host``, ``gateway_port``) so that those runners reach it.
 
 A backend builds its policy and hands it over::
 
@@ -49,7 +55,7 @@ from fulmen.train.checkpoints import Checkpoint, latest_checkpoint, write_checkp
 from fulmen.train.evaluation import EvalResult, evaluate_tasks, load_eval_tasks
 from fulmen.train.metrics_log import MetricsWriter, read_metrics
 from fulmen.train.policy import Policy
-from fulmen.train.rollouts import RolloutSampling, make_runner
+from fulmen.train.rollouts import RolloutSampling, RunnerFactory, make_runner
 from fulmen.train.sampler import TaskSampler
 from fulmen.train.schema import (
     BATCH_PREFIX,
@@ -85,12 +91,29 @@ class StepDriver:
         config: The training config.
         log: Where progress lines go (one line per step, resume and evaluation notices).
         tensorboard: Also write TensorBoard event files (needs ``tensorboardX``).
+        runner_factory: Makes the episode runner from the config and the started gateway
+            (default :func:`~fulmen.train.rollouts.make_runner`: episodes in this process).
+        gateway_host: The interface the gateway listens on (``0.0.0.0`` for runners on
+            other machines).
+        gateway_port: Its port (0: any free one).
     """
 
-    def __init__(self, config: TrainConfig, *, log: Log = print, tensorboard: bool = False) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        log: Log = print,
+        tensorboard: bool = False,
+        runner_factory: RunnerFactory = make_runner,
+        gateway_host: str = "127.0.0.1",
+        gateway_port: int = 0,
+    ) -> None:
         self.config = config
         self.log = log
         self.tensorboard = tensorboard
+        self.runner_factory = runner_factory
+        self.gateway_host = gateway_host
+        self.gateway_port = gateway_port
         self.output_dir = config.resolve(config.run.output_dir)
         """``[run] output_dir``: ``metrics.jsonl``, ``episodes.db``, ``checkpoints/``."""
         self.checkpoints = self.output_dir / "checkpoints"
@@ -167,9 +190,12 @@ class StepDriver:
                 crashed = store.fail_unfinished(TerminationReason.CRASHED)
                 if crashed:
                     self.log(f"marked {len(crashed)} episodes of the interrupted step as crashed (never trained)")
-            gateway = Gateway(store, policy.upstream_url, routes=policy_routes(config))
+            gateway = Gateway(
+                store, policy.upstream_url, routes=policy_routes(config),
+                host=self.gateway_host, port=self.gateway_port,
+            )
             gateway.start_in_thread()
-            runner = make_runner(config, gateway)
+            runner = self.runner_factory(config, gateway)
             if eval_tasks and start_step == 0:
                 before = await evaluate_tasks(runner, agent, eval_tasks, seed=config.run.seed)
                 metrics.write("eval", 0, before.row())
@@ -199,9 +225,11 @@ class StepDriver:
                     row.update(check_update_metrics(policy.update(batch.rows)))
                 else:
                     row["skipped_update"] = 1
-                done = step + 1
-                policy.publish(done)
                 row["update_s"] = time.perf_counter() - update_started
+                done = step + 1
+                publish_started = time.perf_counter()
+                policy.publish(done)
+                row["publish_s"] = time.perf_counter() - publish_started
                 row["rollout_s"] = rollout_s
                 row["rollout_tokens_per_s"] = row["response_tokens"] / max(rollout_s, 1e-9)
                 row["train_tokens_per_s"] = row.get("num_tokens", 0.0) / max(row["update_s"], 1e-9)

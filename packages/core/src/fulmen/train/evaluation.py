@@ -16,9 +16,9 @@ from fulmen.gateway import Gateway
 from fulmen.loading import load_object, load_tasks
 from fulmen.policies import PolicyRoutes
 from fulmen.protocol import Task
-from fulmen.runner import EpisodeResult, Runner
+from fulmen.runner import EpisodeResult
 from fulmen.store import open_store
-from fulmen.train.rollouts import GreedySampling, make_runner
+from fulmen.train.rollouts import EpisodeRunner, GreedySampling, make_runner
 
 __all__ = ["EvalResult", "evaluate_tasks", "evaluate_upstream", "load_eval_tasks"]
 
@@ -56,7 +56,7 @@ def _outcome(result: EpisodeResult) -> float:
     return result.outcome if result.ok and result.outcome is not None else 0.0
 
 
-async def evaluate_tasks(runner: Runner, agent: Any, tasks: list[Task], *, seed: int) -> EvalResult:
+async def evaluate_tasks(runner: EpisodeRunner, agent: Any, tasks: list[Task], *, seed: int) -> EvalResult:
     """Run every task once with greedy decoding and score it."""
     results = await runner.arun(
         agent, tasks, group_size=1, description="eval", episode_metadata=GreedySampling(seed)

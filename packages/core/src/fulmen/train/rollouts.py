@@ -5,15 +5,50 @@ from the run seed; evaluation: greedy)."""
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from fulmen.config import TrainConfig
 from fulmen.episode_control import EpisodeControl
+from fulmen.gateway import Gateway
 from fulmen.loading import load_object
 from fulmen.protocol import Task
-from fulmen.runner import Runner
+from fulmen.runner import EpisodeMetadataFn, EpisodeResult, Runner
 
-__all__ = ["GreedySampling", "RolloutSampling", "make_runner", "stable_seed"]
+__all__ = [
+    "EpisodeRunner",
+    "GreedySampling",
+    "RolloutSampling",
+    "RunnerFactory",
+    "make_runner",
+    "stable_seed",
+]
+
+
+class EpisodeRunner(Protocol):
+    """What the driver runs episodes with: :class:`fulmen.runner.Runner`'s ``arun``, or a
+    backend's own (episodes in other processes or machines, e.g. fulmen-verl's Ray actors),
+    which reach the same gateway and return the same results."""
+
+    async def arun(
+        self,
+        agent: Any,
+        tasks: Sequence[Task],
+        *,
+        group_size: int = 1,
+        group_prefix: str | None = None,
+        description: str = "episodes",
+        episode_metadata: EpisodeMetadataFn | None = None,
+    ) -> list[EpisodeResult]:
+        """Run ``group_size`` episodes of every task through the gateway; results in task
+        order, then sample order (see :meth:`fulmen.runner.Runner.arun`)."""
+        ...
+
+
+RunnerFactory = Callable[[TrainConfig, Gateway], EpisodeRunner]
+"""How the driver gets its episode runner from the config and the started gateway; the
+default is :func:`make_runner`."""
 
 
 def stable_seed(*parts: object) -> int:

@@ -42,9 +42,11 @@ Credit, written by the driver when the assigner reports it (:func:`credit_metric
                        near 0 means ``gigpo`` trains like ``grpo`` on totals)
 =====================  =========================================================
 
-Timing, written by the driver: ``rollout_s`` (episodes), ``update_s`` (update + publish),
-``step_s`` (the whole step, evaluation included), ``rollout_tokens_per_s`` and
-``train_tokens_per_s`` (``num_tokens / update_s``). On an evaluation step also
+Timing, written by the driver: ``rollout_s`` (episodes), ``update_s`` (the policy's update),
+``publish_s`` (publishing the new version: the weight sync into the server), ``step_s`` (the
+whole step, evaluation included), ``rollout_tokens_per_s`` and ``train_tokens_per_s``
+(``num_tokens / update_s``). A backend may break ``update_s`` down further under its own
+namespace (fulmen-verl: ``verl/old_logprob_s``...). On an evaluation step also
 ``eval_success_rate`` (the held-out success of the eval row of the same step).
 
 Update, returned by the backend (:data:`UPDATE_REQUIRED` always, :data:`UPDATE_OPTIONAL` when
@@ -123,6 +125,7 @@ ROLLOUT_KEYS: tuple[str, ...] = (
 TRAIN_KEYS: tuple[str, ...] = (
     *ROLLOUT_KEYS,
     "update_s",
+    "publish_s",
     "rollout_s",
     "rollout_tokens_per_s",
     "train_tokens_per_s",
