@@ -7,7 +7,7 @@ import pytest
 from fulmen.protocol import Task
 from fulmen.train import TaskSampler
 from fulmen.train.schema import UPDATE_REQUIRED, check_update_metrics
-from fulmen_verl.trainer import schema_update_metrics
+from fulmen_verl.metrics import schema_update_metrics
 
 VERL_UPDATE = {  # what fulmen_verl.step.update_actor returns from verl 0.9's engine workers
     "actor/pg_loss": -0.01,

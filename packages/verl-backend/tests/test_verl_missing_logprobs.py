@@ -11,9 +11,8 @@ import torch
 from fulmen.config import load_config
 from fulmen.rows import TrainingRow
 from fulmen_verl.config import VerlConfig, compose_verl_config, to_hydra_overrides
-from fulmen_verl.dataproto import rows_to_dataproto
+from fulmen_verl.dataproto import add_missing_logprobs, rows_to_dataproto
 from fulmen_verl.step import MISSING_LOGPROBS_KEY, prepare_batch
-from fulmen_verl.trainer import add_missing_logprobs
 
 ROOT = Path(__file__).resolve().parents[3]
 RECOMPUTED = -0.5

@@ -28,12 +28,12 @@ import pytest
 from fulmen.gateway.app import Gateway
 from fulmen.protocol import Task
 from fulmen.store import open_store
+from fulmen.train import RolloutSampling
 from fulmen_testkit.vllm_double import VllmDouble
 from fulmen_verl.config import VerlConfig
 from fulmen_verl.episodes import (
     EpisodeSpec,
     RunnerSpec,
-    SamplingMetadata,
     run_episodes_ray,
     runner_gateway_url,
     runner_runtime_env,
@@ -207,15 +207,16 @@ def test_runners_on_the_second_node_reach_the_advertised_gateway(
             tasks=tasks,
             group_size=2,
             group_prefix="step1",
-            metadata=SamplingMetadata(temperature=1.0, seed=0, step=1),
+            metadata=RolloutSampling(temperature=1.0, seed=0, step_index=0),
         )
-        ids, actors = run_episodes_ray(
+        results, actors = run_episodes_ray(
             url,
             spec,
             episodes,
             actors=verl.ray_runners,
             resources=verl.ray_runner_resources,
         )
+        ids = [r.episode.id for r in results]
         assert len(actors) == 2 and len(ids) == 4
         records = store.records(ids)
         assert all(r.episode.status == "succeeded" and r.rewards for r in records)

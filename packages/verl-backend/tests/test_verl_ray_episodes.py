@@ -8,8 +8,9 @@ import pytest
 from fulmen.gateway.app import Gateway
 from fulmen.protocol import Task
 from fulmen.store import open_store
+from fulmen.train import RolloutSampling
 from fulmen_testkit.vllm_double import VllmDouble
-from fulmen_verl.episodes import EpisodeSpec, RunnerSpec, SamplingMetadata, run_episodes_ray
+from fulmen_verl.episodes import EpisodeSpec, RunnerSpec, run_episodes_ray
 
 pytestmark = pytest.mark.slow  # starting Ray and two actors takes ~15-30 s on 2 cores
 
@@ -38,9 +39,10 @@ def test_ray_actors_run_whole_groups_through_the_gateway(tmp_path: Path) -> None
             tasks=tasks,
             group_size=2,
             group_prefix="step1",
-            metadata=SamplingMetadata(temperature=1.0, seed=0, step=1),
+            metadata=RolloutSampling(temperature=1.0, seed=0, step_index=0),
         )
-        ids, actors = run_episodes_ray(gateway.url, spec, episodes, actors=2)
+        results, actors = run_episodes_ray(gateway.url, spec, episodes, actors=2)
+        ids = [r.episode.id for r in results]
         assert len(actors) == 2 and len(ids) == 6
         records = store.records(ids)
         assert {r.episode.group_id for r in records} == {"step1:t0", "step1:t1", "step1:t2"}
@@ -48,8 +50,10 @@ def test_ray_actors_run_whole_groups_through_the_gateway(tmp_path: Path) -> None
         assert all(len(r.transitions) == 2 and r.rewards for r in records)
         assert all(t.response_logprobs for r in records for t in r.transitions)
         # the actors are reused for the next step
-        ids2, again = run_episodes_ray(gateway.url, spec, episodes, actors=2, workers=actors)
+        results2, again = run_episodes_ray(gateway.url, spec, episodes, actors=2, workers=actors)
+        ids2 = [r.episode.id for r in results2]
         assert again == actors and len(ids2) == 6 and not set(ids) & set(ids2)
+        assert all(r.ok and r.outcome is not None and r.output is None for r in results2)
     finally:
         ray.shutdown()
         gateway.stop_thread()

@@ -8,6 +8,7 @@ is missing, before starting Ray.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from fulmen.backend_config import BackendSection
 from fulmen.config import TrainConfig, load_config
 from fulmen.errors import BackendError, FulmenError
+from fulmen.train import StepDriver, TrainResult
 
 from fulmen_verl.config import (
     VerlConfig,
@@ -25,7 +27,7 @@ from fulmen_verl.config import (
     parse_verl_options,
     to_hydra_overrides,
 )
-from fulmen_verl.preflight import check_job
+from fulmen_verl.preflight import bounded_config, check_job
 
 __all__ = [
     "GPUUnavailableError",
@@ -34,6 +36,7 @@ __all__ = [
     "prepare_job",
     "require_cpu_stack",
     "require_gpu_stack",
+    "run_job",
 ]
 
 
@@ -85,6 +88,38 @@ def prepare_job(config_path: Path, *, model_path: str | None = None) -> Prepared
     return PreparedJob(config, verl, hydra, overrides)
 
 
+def run_job(job: PreparedJob, *, resume: bool = False) -> TrainResult:
+    """Train ``job`` with core's :class:`~fulmen.train.StepDriver` on a
+    :class:`~fulmen_verl.policy.VerlPolicy` (the same step loop as every backend: held-out
+    evaluation, checkpoints, alarms, resume). Rows are bounded by what verl can train
+    (:func:`~fulmen_verl.preflight.bounded_config`); episodes run in the trainer process or
+    in ``[verl] ray_runners`` Ray actors (:func:`~fulmen_verl.episodes.runner_factory`).
+
+    Raises:
+        FulmenError: a bad setting, a used ``output_dir`` without ``resume``, a checkpoint
+            that does not fit.
+    """
+    from fulmen_verl.episodes import runner_factory
+    from fulmen_verl.policy import VerlPolicy
+    from fulmen_verl.trainer import prepare_model
+
+    config, verl = bounded_config(job.config, job.verl), job.verl
+    driver = StepDriver(
+        config,
+        log=_log,
+        runner_factory=runner_factory(verl),
+        gateway_host=verl.gateway_host,
+        gateway_port=verl.gateway_port,
+    )
+    driver.prepare(resume=resume)  # before the model is built: a fresh run clears output_dir
+    prepare_model(config, _log)
+    policy = VerlPolicy.start(config, verl, job.hydra, log=_log)
+    try:
+        return asyncio.run(driver.run(policy))
+    finally:
+        policy.close()
+
+
 def require_gpu_stack() -> None:
     """Check for vLLM (imported lazily, here only). The devices were checked by
     :func:`prepare_job` (``fulmen_verl.preflight``: none here when joining a Ray cluster, whose
@@ -133,8 +168,6 @@ class VerlBackend:
 
     def train(self, config_path: Path, *, resume: bool = False) -> int:
         """Validate, check the GPU stack, train; returns 0, or 2 with a message on stderr."""
-        from fulmen_verl.trainer import prepare_model, run_verl_training
-
         try:
             job = prepare_job(config_path)
             _log(f"config ok: verl config composed and validated ({len(job.overrides)} overrides)")
@@ -142,13 +175,14 @@ class VerlBackend:
                 require_cpu_stack()
             else:
                 require_gpu_stack()
-            prepare_model(job.config, _log)
-            reports = run_verl_training(job.config, job.verl, job.hydra, log=_log, resume=resume)
+            result = run_job(job, resume=resume)
         except FulmenError as exc:  # a bad config, no GPU: one line, no traceback
             _log(f"error: {exc}")
             return 2
-        if reports:
-            print(f"trained {len(reports)} steps · last reward {reports[-1].reward_mean:.3f}")
+        if result.after is not None:
+            print(f"trained {result.steps} steps · held-out success {result.after.success_rate:.0%}")
+        else:
+            print(f"trained {result.steps} steps")
         return 0
 
     def evaluate(self, config_path: Path, *, checkpoint: Path | None = None) -> int:

@@ -40,10 +40,12 @@ from fulmen.rows import TrainingRow
 
 from fulmen_verl.config import VerlConfig
 from fulmen_verl.preflight import row_token_limit
+from fulmen_verl.step import MISSING_LOGPROBS_KEY
 
 __all__ = [
     "PAD_UID",
     "RowTensors",
+    "add_missing_logprobs",
     "build_verl_batch",
     "collate_rows",
     "padded_size",
@@ -215,3 +217,17 @@ def rows_to_dataproto(
         "fulmen_real_rows": built.num_real,
     }
     return DataProto.from_dict(tensors=built.tensors, non_tensors=non_tensors, meta_info=meta)
+
+
+def add_missing_logprobs(data: Any, rows: Sequence[TrainingRow]) -> None:
+    """Put the rows' unknown-logprob flags (``TrainingRow.missing_logprobs``) into ``data`` as
+    :data:`~fulmen_verl.step.MISSING_LOGPROBS_KEY`, aligned with its right-padded responses
+    (padding rows and tokens: 0); nothing when no row has one."""
+    if not any(row.logprobs_missing for row in rows):
+        return
+    responses = data.batch["responses"]
+    mask = torch.zeros(responses.shape, dtype=torch.int64)
+    for i, row in enumerate(rows):
+        if row.missing_logprobs:
+            mask[i, : len(row.missing_logprobs)] = torch.tensor(row.missing_logprobs)
+    data.batch[MISSING_LOGPROBS_KEY] = mask

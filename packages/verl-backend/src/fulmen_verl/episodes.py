@@ -21,30 +21,33 @@ On other nodes:
 
 from __future__ import annotations
 
+import asyncio
 import os
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from fulmen.config import TrainConfig
 from fulmen.errors import BackendError, FulmenError
+from fulmen.gateway import Gateway
 from fulmen.loading import load_object
 from fulmen.protocol import Task
-from fulmen.runner import Runner
+from fulmen.runner import EpisodeMetadataFn, EpisodeResult, Runner
+from fulmen.train import RunnerFactory, make_runner
 
 from fulmen_verl.config import VerlConfig, advertised_url, is_wildcard
 
 __all__ = [
     "EpisodeSpec",
+    "RayEpisodeRunner",
     "RunnerSpec",
-    "SamplingMetadata",
     "run_episodes",
     "run_episodes_ray",
+    "runner_factory",
     "runner_gateway_url",
     "runner_runtime_env",
-    "stable_seed",
 ]
 
 SHIP_EXCLUDES = (
@@ -59,26 +62,6 @@ SHIP_EXCLUDES = (
     "*.db",
 )
 """Never shipped with the project directory (besides what its ``.gitignore`` excludes)."""
-
-
-def stable_seed(*parts: object) -> int:
-    """A seed that depends only on ``parts`` (not on Python's per-process hash salt)."""
-    return zlib.crc32(":".join(map(str, parts)).encode()) & 0x7FFFFFFF
-
-
-@dataclass(frozen=True, slots=True)
-class SamplingMetadata:
-    """Picklable ``episode_metadata`` callable: per-episode sampling overrides for the gateway
-    (``temperature``; a ``seed`` derived from the run seed, step, task and sample index)."""
-
-    temperature: float
-    seed: int
-    step: int
-
-    def __call__(self, task: Task, k: int) -> dict[str, object]:
-        """Metadata of slot ``k`` of ``task``."""
-        seed = stable_seed(self.seed, self.step, task.id, k)
-        return {"sampling": {"temperature": self.temperature, "seed": seed}}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,12 +84,13 @@ class RunnerSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EpisodeSpec:
-    """One batch of episodes to run."""
+    """One batch of episodes to run (picklable: it crosses process boundaries)."""
 
     tasks: tuple[Task, ...]
     group_size: int
-    group_prefix: str
-    metadata: SamplingMetadata
+    group_prefix: str | None
+    metadata: EpisodeMetadataFn | None
+    """Each slot's metadata (core's ``RolloutSampling`` / ``GreedySampling``)."""
     description: str = "episodes"
 
 
@@ -122,9 +106,13 @@ def _runner(control: Any, spec: RunnerSpec) -> tuple[Runner, Any]:
     return runner, load_object(spec.agent, base_dir=spec.base_dir)
 
 
-def run_episodes(control: Any, runner_spec: RunnerSpec, episodes: EpisodeSpec) -> list[str]:
-    """Run ``episodes`` in this process through ``control`` (a gateway); returns the episode ids
-    (retried attempts included only through their final attempt), in task then sample order."""
+def run_episodes(
+    control: Any, runner_spec: RunnerSpec, episodes: EpisodeSpec
+) -> list[EpisodeResult]:
+    """Run ``episodes`` in this process through ``control`` (a gateway or a
+    :class:`~fulmen.gateway.RemoteGateway`); results in task then sample order, each without
+    the agent's return value (``output=None``: it stays in the episode's record and need not
+    be picklable)."""
     runner, agent = _runner(control, runner_spec)
     results = runner.run(
         agent,
@@ -134,7 +122,7 @@ def run_episodes(control: Any, runner_spec: RunnerSpec, episodes: EpisodeSpec) -
         description=episodes.description,
         episode_metadata=episodes.metadata,
     )
-    return [r.episode.id for r in results]
+    return [replace(r, output=None) for r in results]
 
 
 def runner_gateway_url(
@@ -197,7 +185,7 @@ class _EpisodeWorker:
         spec = runner_spec
         self._spec = replace(spec, base_dir=os.getcwd()) if spec.shipped else spec
 
-    def run(self, episodes: EpisodeSpec) -> list[str]:
+    def run(self, episodes: EpisodeSpec) -> list[EpisodeResult]:
         return run_episodes(self._control, self._spec, episodes)
 
 
@@ -209,7 +197,7 @@ def run_episodes_ray(
     actors: int,
     workers: Sequence[Any] = (),
     resources: Mapping[str, float] | None = None,
-) -> tuple[list[str], list[Any]]:
+) -> tuple[list[EpisodeResult], list[Any]]:
     """Run ``episodes`` in ``actors`` Ray actors (tasks split round robin, whole groups per
     actor). ``workers`` reuses actors from a previous call. Ray must be initialised.
 
@@ -223,7 +211,8 @@ def run_episodes_ray(
             ray_runner_resources``), besides one CPU.
 
     Returns:
-        The episode ids (grouped by actor) and the actors, to pass back next step.
+        The results (:func:`run_episodes`'s, grouped by actor) and the actors, to pass back
+        next time.
 
     Raises:
         BackendError: an actor could not start (its runtime env failed, or fulmen cannot be
@@ -252,7 +241,7 @@ def run_episodes_ray(
         if share
     ]
     try:
-        parts: list[list[str]] = ray.get(futures)
+        parts: list[list[EpisodeResult]] = ray.get(futures)
     except RayTaskError as exc:  # raised by the runner in the actor: a bad agent spec...
         if isinstance(exc.cause, FulmenError):
             raise exc.cause from None
@@ -264,4 +253,88 @@ def run_episodes_ray(
             "needs the agent's third-party packages installed (the same `uv sync --locked`), "
             "and with ship_code = false also the project and fulmen at the same paths"
         ) from None
-    return [eid for part in parts for eid in part], handles
+    return [result for part in parts for result in part], handles
+
+
+class RayEpisodeRunner:
+    """The step driver's episode runner (:class:`fulmen.train.EpisodeRunner`) for ``[verl]
+    ray_runners``: each call's episodes run in the same Ray actors (:func:`run_episodes_ray`),
+    started on the first call. The actors import the agent from :class:`RunnerSpec` (the
+    config's ``[agent] entry``): the ``agent`` the driver passes is not shipped."""
+
+    def __init__(
+        self,
+        gateway_url: str,
+        spec: RunnerSpec,
+        *,
+        actors: int,
+        resources: Mapping[str, float] | None = None,
+    ) -> None:
+        self.gateway_url = gateway_url
+        """Where the actors reach the gateway (:func:`runner_gateway_url`)."""
+        self.spec = spec
+        self.actors = actors
+        self.resources = dict(resources or {})
+        self._workers: list[Any] = []
+
+    async def arun(
+        self,
+        agent: Any,
+        tasks: Sequence[Task],
+        *,
+        group_size: int = 1,
+        group_prefix: str | None = None,
+        description: str = "episodes",
+        episode_metadata: EpisodeMetadataFn | None = None,
+    ) -> list[EpisodeResult]:
+        """Run ``group_size`` episodes of every task in the actors (whole groups per actor);
+        results grouped by actor, without the agents' return values (:func:`run_episodes`).
+
+        Raises:
+            BackendError: an actor could not start.
+            FulmenError: what a runner in an actor raised.
+        """
+        spec = EpisodeSpec(
+            tasks=tuple(tasks),
+            group_size=group_size,
+            group_prefix=group_prefix,
+            metadata=episode_metadata,
+            description=description,
+        )
+        results, self._workers = await asyncio.to_thread(
+            run_episodes_ray,
+            self.gateway_url,
+            self.spec,
+            spec,
+            actors=self.actors,
+            workers=self._workers,
+            resources=self.resources,
+        )
+        return results
+
+
+def runner_factory(verl: VerlConfig) -> RunnerFactory:
+    """The step driver's runner factory: core's :func:`~fulmen.train.make_runner` (episodes in
+    the trainer process), or with ``[verl] ray_runners`` a :class:`RayEpisodeRunner` reaching
+    the gateway at :func:`runner_gateway_url`."""
+    if not verl.ray_runners:
+        return make_runner
+
+    def make(config: TrainConfig, gateway: Gateway) -> RayEpisodeRunner:
+        spec = RunnerSpec(
+            agent=config.agent.entry,
+            reward=config.agent.reward,
+            base_dir=config.base_dir,
+            concurrency=config.agent.concurrency,
+            timeout_s=config.agent.timeout_s,
+            max_attempts=config.agent.max_attempts,
+            shipped=verl.ship_code,  # see runner_runtime_env
+        )
+        return RayEpisodeRunner(
+            runner_gateway_url(verl, gateway.url),
+            spec,
+            actors=verl.ray_runners,
+            resources=verl.ray_runner_resources,
+        )
+
+    return make

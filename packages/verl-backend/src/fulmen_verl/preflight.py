@@ -18,7 +18,8 @@ import, or after Ray started its workers) with an ``AssertionError`` deep in its
   workers per node than this machine has, several nodes without a Ray cluster;
 * network: Ray runners that would run on other nodes while the gateway listens on loopback.
 
-:func:`row_token_limit` is the row length the batch builder must enforce (audit bug 3: with
+:func:`row_token_limit` is the row length the batch builder must enforce
+(:func:`bounded_config` puts it into the config the step driver runs; audit bug 3: with
 ``[batch] max_len`` unset nothing bounded a merged episode's row, and a row longer than
 ``max_tokens_per_gpu`` stopped verl's update with an assertion).
 """
@@ -28,12 +29,21 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 
 from fulmen.config import BatchConfig, ConfigError, TrainConfig
 
 from fulmen_verl.config import VerlConfig, is_loopback
 
-__all__ = ["check_devices", "check_job", "model_max_positions", "row_token_limit"]
+__all__ = [
+    "bounded_config",
+    "check_cluster",
+    "check_devices",
+    "check_job",
+    "cluster_short_message",
+    "model_max_positions",
+    "row_token_limit",
+]
 
 
 def row_token_limit(batch: BatchConfig, verl: VerlConfig) -> int:
@@ -44,6 +54,16 @@ def row_token_limit(batch: BatchConfig, verl: VerlConfig) -> int:
     if batch.max_len is None:
         return verl.max_tokens_per_gpu
     return min(batch.max_len, verl.max_tokens_per_gpu)
+
+
+def bounded_config(config: TrainConfig, verl: VerlConfig) -> TrainConfig:
+    """``config`` with ``[batch] max_len`` = :func:`row_token_limit`: the step driver's batch
+    builder then truncates or drops (per ``[batch] overlong``, counted) every row verl could
+    not train."""
+    limit = row_token_limit(config.batch, verl)
+    if config.batch.max_len == limit:
+        return config
+    return replace(config, batch=replace(config.batch, max_len=limit))
 
 
 def model_max_positions(config: TrainConfig) -> int | None:
@@ -171,6 +191,45 @@ def check_devices(
             f"{where} n_gpus_per_node = {per_node} but this machine has {have} GPU(s); set "
             f"n_gpus_per_node to at most {have}, or set ray_address to use a Ray cluster"
         )
+
+
+def check_cluster(verl: VerlConfig, *, where: str, free_gpus: Callable[[], float] | None = None) -> None:
+    """The started (or joined) Ray cluster has the accelerator slots ``[verl]`` asks for
+    (``n_gpus_per_node x nnodes``), checked before verl's workers start: verl's own check
+    (``ResourcePoolManager._check_resource_available``) raises a bare ``ValueError`` from deep
+    in its start-up.
+
+    Args:
+        verl: the section.
+        where: message prefix (``"x.toml: [verl]"``).
+        free_gpus: the cluster's free GPU slots (default: Ray's ``available_resources()``,
+            ``GPU`` or, on Ascend, ``NPU``; Ray must be initialised).
+
+    Raises:
+        ConfigError: the keys, what the cluster has, and the fix.
+    """
+    free = (free_gpus or _ray_free_gpus)()
+    if free < verl.total_gpus:
+        raise ConfigError(cluster_short_message(verl, where=where, free=free))
+
+
+def cluster_short_message(verl: VerlConfig, *, where: str, free: float) -> str:
+    """The one line of :func:`check_cluster`'s error (also used when verl's own check fires)."""
+    cluster = f"the Ray cluster at ray_address = {verl.ray_address!r}" if verl.ray_address else "the local Ray cluster"
+    unit = "CPU worker slots" if verl.device == "cpu" else "GPUs"
+    return (
+        f"{where} n_gpus_per_node = {verl.n_gpus_per_node} x nnodes = {verl.nnodes} asks for "
+        f"{verl.total_gpus} {unit} and {cluster} has {free:g} free; lower n_gpus_per_node or "
+        "nnodes to fit, or add nodes to the cluster (ray start --address HEAD:PORT on each) "
+        "and free the slots other jobs hold"
+    )
+
+
+def _ray_free_gpus() -> float:
+    import ray
+
+    free = ray.available_resources()
+    return float(free.get("GPU", 0.0) or free.get("NPU", 0.0))
 
 
 def _cuda_devices() -> int:

@@ -26,9 +26,24 @@ trainer's recomputed logprob in place of the 0.0 placeholder before either of th
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-__all__ = ["MISSING_LOGPROBS_KEY", "data_parallel_size", "prepare_batch", "update_actor"]
+__all__ = [
+    "MISSING_LOGPROBS_KEY",
+    "OLD_LOGPROB_S",
+    "REF_S",
+    "data_parallel_size",
+    "prepare_batch",
+    "update_actor",
+]
+
+OLD_LOGPROB_S = "verl/old_logprob_s"
+"""Seconds of the trainer's old-logprob forward passes in :func:`prepare_batch` (``recompute``
+mode, or tokens whose rollout logprob is unknown; 0.0 in ``bypass`` mode without them)."""
+
+REF_S = "verl/ref_s"
+"""Seconds of the reference policy's forward pass (0.0 without ``[train] kl_coef``)."""
 
 MISSING_LOGPROBS_KEY = "fulmen_missing_logprobs"
 """Optional ``DataProto`` tensor (rows x response tokens, 1 where the rollout logprob is
@@ -43,15 +58,19 @@ def data_parallel_size(trainer: Any) -> int:
 
 def prepare_batch(trainer: Any, batch: Any, metrics: dict[str, float]) -> Any:
     """Balance ``batch`` over DP ranks and add ``old_log_probs`` (and IS weights, reference
-    logprobs) as verl's ``fit`` does. ``metrics`` receives verl's metrics. Returns the batch."""
+    logprobs) as verl's ``fit`` does. ``metrics`` receives verl's metrics and the seconds of
+    the forward passes (:data:`OLD_LOGPROB_S`, :data:`REF_S`). Returns the batch."""
     cfg = trainer.config
+    metrics[OLD_LOGPROB_S] = metrics[REF_S] = 0.0
     if cfg.trainer.balance_batch:
         trainer._balance_batch(batch, metrics=metrics)
     missing = batch.batch.pop(MISSING_LOGPROBS_KEY, None)
     if missing is not None and bool(missing.any()):
         # unknown rollout logprobs (0.0 placeholders): the trainer's own, so the ratio of those
         # tokens starts at 1 (as verl's recompute mode would have it), never at pi / 1
+        started = time.perf_counter()
         old, _mfu = trainer._compute_old_log_prob(batch)
+        metrics[OLD_LOGPROB_S] += time.perf_counter() - started
         known = batch.batch["rollout_log_probs"]
         batch.batch["rollout_log_probs"] = known.where(missing == 0, old.batch["old_log_probs"])
         metrics["verl/recomputed_old_logprob_tokens"] = float(missing.sum())
@@ -65,7 +84,9 @@ def prepare_batch(trainer: Any, batch: Any, metrics: dict[str, float]) -> Any:
             policy_loss_config=cfg.actor_rollout_ref.actor.policy_loss,
         )
     else:
+        started = time.perf_counter()
         old, _mfu = trainer._compute_old_log_prob(batch)
+        metrics[OLD_LOGPROB_S] += time.perf_counter() - started
         old.batch.pop("entropys")
         batch = batch.union(old)
         if rollout_corr is not None:
@@ -76,7 +97,9 @@ def prepare_batch(trainer: Any, batch: Any, metrics: dict[str, float]) -> Any:
             batch, is_metrics = compute_rollout_correction_and_add_to_batch(batch, rollout_corr)
             metrics.update(is_metrics)
     if trainer.use_reference_policy:
+        started = time.perf_counter()
         batch = batch.union(trainer._compute_ref_log_prob(batch))
+        metrics[REF_S] = time.perf_counter() - started
     return batch
 
 

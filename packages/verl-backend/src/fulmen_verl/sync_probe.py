@@ -6,7 +6,7 @@ every response token of a fixed ``prompt + response`` (``/v1/completions`` with
 ``prompt_logprobs``, temperature 1) and has verl's actor recompute them
 (``RayPPOTrainer._compute_old_log_prob``, the same forward pass as the PPO update). Equal
 within float tolerance: vLLM serves the actor's weights. Used by the CPU run test and as a
-diagnostic (``run_verl_training(on_sync=...)``).
+diagnostic (after any ``VerlPolicy.publish``, with ``VerlPolicy.trainer``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The agent of the CPU run test: one chat call per episode, rewarded by the share of digits
+"""The agent of the verl CPU session's job: one chat call per episode, rewarded by the share of digits
 in the reply (a dense reward, so every GRPO group has spread and the update is never empty)."""
 
 from __future__ import annotations
@@ -12,6 +12,11 @@ QUESTIONS = [f"What is {a}+{b}?" for a in range(3, 9) for b in range(2, 6)]
 def tasks() -> list[Task]:
     """Twenty-four arithmetic questions."""
     return [Task(id=f"q{i}", data={"question": q}) for i, q in enumerate(QUESTIONS)]
+
+
+def eval_tasks() -> list[Task]:
+    """Four held-out questions."""
+    return [Task(id=f"e{i}", data={"question": f"What is {i}+9?"}) for i in range(4)]
 
 
 def solve(task: Task, ctx: EpisodeContext) -> str:

@@ -1,5 +1,6 @@
-"""verl's own ``RayPPOTrainer`` methods on fulmen's placeholder data and checkpoint layout
-(issue 14, audit bugs 1 and 2), without workers: the methods tested touch none."""
+"""verl's own ``RayPPOTrainer`` dataloader on fulmen's placeholder data (issue 14, audit bug 1),
+without workers: the method tested touches none. (Audit bug 2, ``--resume`` without a
+checkpoint, is core's StepDriver's now: ``tests/core/train/test_step_driver.py``.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 from fulmen_verl.backend import prepare_job
-from fulmen_verl.trainer import placeholder_dataset, steps_done_in_checkpoint
+from fulmen_verl.trainer import placeholder_dataset
 
 ROOT = Path(__file__).resolve().parents[4]
 CONFIG = ROOT / "examples" / "calculator" / "train_verl_cpu.toml"
@@ -37,18 +38,3 @@ def test_verl_builds_a_nonempty_dataloader_from_the_placeholder(tasks: int, grou
     trainer._create_dataloader(data, data, lambda items: items, None)
     assert len(trainer.train_dataloader) == 1
     assert len(next(iter(trainer.train_dataloader))) == tasks * group
-
-
-def test_resume_without_a_checkpoint_starts_from_step_zero(tmp_path: Path) -> None:
-    """Bug 2: verl's ``_load_checkpoint`` returns without setting ``global_steps`` when there
-    is no checkpoint, which made ``--resume`` raise AttributeError."""
-    from omegaconf import open_dict
-
-    cfg = prepare_job(CONFIG).hydra
-    with open_dict(cfg):
-        cfg.trainer.default_local_dir = str(tmp_path / "checkpoints")
-    lines: list[str] = []
-    assert steps_done_in_checkpoint(bare_trainer(cfg), lines.append) == 0
-    assert lines == [
-        f"--resume: no checkpoint under {tmp_path / 'checkpoints'}; starting from step 0"
-    ]
