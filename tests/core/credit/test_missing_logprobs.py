@@ -81,3 +81,37 @@ def test_a_row_refuses_a_mask_of_the_wrong_length() -> None:
             seqs=(0,),
             missing_logprobs=(1,),
         )
+
+
+def test_constrained_tokens_are_flagged_for_recomputation_and_counted() -> None:
+    """Tokens sampled under a grammar (``constrained_from``) carry the constrained
+    distribution's logprobs: flagged missing like unknown ones, in per-call and merged rows."""
+    from dataclasses import replace
+
+    forced = replace(call("e0", 0, response=(7, 8, 9), logprobs=(-1.2, -0.1, 0.0)), constrained_from=0)
+    tail = replace(call("e0", 1, response=(7, 8, 9), logprobs=(-1.0, -2.0, 0.0)), constrained_from=1)
+    free = call("e0", 2, response=(7, 8), logprobs=(-0.5, -0.25))
+    batch = build_batch([[record("e0", 1.0, [forced, tail, free])]], BroadcastAssigner())
+    rows = {r.seqs[0]: r for r in batch.rows}
+    assert rows[0].missing_logprobs == (1, 1, 1)
+    assert rows[0].rollout_logprobs == (0.0, 0.0, 0.0)  # the served values never reach the trainer
+    assert rows[1].missing_logprobs == (0, 1, 1)
+    assert rows[1].rollout_logprobs == (-1.0, 0.0, 0.0)
+    assert rows[1].metadata["constrained"] == ((1, 3),)
+    assert rows[2].missing_logprobs == () and "constrained" not in rows[2].metadata
+    assert batch.stats["constrained_logprob_tokens"] == 5
+    assert batch.stats["missing_logprob_tokens"] == 5
+
+    merged_calls = [
+        call("e1", 0, prompt=(1, 2), response=(3, 4), logprobs=(-0.1, -0.2)),
+        replace(call("e1", 1, prompt=(1, 2, 3, 4, 5), response=(6, 7), logprobs=(-3.0, 0.0)), constrained_from=1),
+    ]
+    merged = build_batch([[record("e1", 1.0, merged_calls)]], BroadcastAssigner(), mode="merged")
+    (row,) = merged.rows
+    assert row.response_ids == (3, 4, 5, 6, 7)
+    assert row.missing_logprobs == (0, 0, 0, 0, 1)
+    assert row.metadata["constrained"] == ((4, 5),)
+    assert merged.stats["constrained_logprob_tokens"] == 1
+    cut = build_batch([[record("e1", 1.0, merged_calls)]], BroadcastAssigner(), mode="merged", max_len=6)
+    assert cut.rows[0].missing_logprobs == () and "constrained" not in cut.rows[0].metadata
+    assert cut.stats["constrained_logprob_tokens"] == 0

@@ -218,6 +218,11 @@ class Transition(_Record):
     """Exact generated ids, end token included when the server emitted one."""
     response_logprobs: tuple[float, ...] | None = None
     """Logprob of each response token under the rollout policy (None when not returned)."""
+    constrained_from: int | None = None
+    """Index of the first response token the server sampled under a grammar (forced or
+    ``strict`` tool calls, structured output), or None when none was. Its logprobs from there
+    on are the constrained distribution's, not the policy's: the trainer recomputes them
+    (:mod:`fulmen.gateway.constrained`)."""
     finish_reason: str | None = None
     """``stop``, ``length``, ``tool_calls``..."""
     policy_version: int | None = None

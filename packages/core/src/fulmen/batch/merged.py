@@ -32,7 +32,14 @@ from collections.abc import Sequence
 from enum import StrEnum
 
 from fulmen.batch.overlong import Overlong, check_length_options
-from fulmen.batch.per_call import BuiltRows, call_advantages, call_logprobs, finish, usable_calls
+from fulmen.batch.per_call import (
+    BuiltRows,
+    call_advantages,
+    call_logprobs,
+    constrained_range,
+    finish,
+    usable_calls,
+)
 from fulmen.credit.base import CreditedTransition, GroupCredit, group_key_of, role_key
 from fulmen.protocol import Transition
 from fulmen.rows import TrainingRow
@@ -82,6 +89,7 @@ def _row(chain: Sequence[CreditedTransition]) -> TrainingRow:
     advantages: list[float] = []
     spans: list[tuple[int, int, int]] = []
     missing: list[int] = []
+    constrained: list[tuple[int, int]] = []
     prefix_len = len(first.transition.prompt_token_ids)
     for c in chain:
         t = c.transition
@@ -98,6 +106,9 @@ def _row(chain: Sequence[CreditedTransition]) -> TrainingRow:
         logprobs.extend(lp)
         missing.extend(lp_missing or [0] * len(t.response_token_ids))
         advantages.extend(call_advantages(c))
+        grammar = constrained_range(c)
+        if grammar is not None:
+            constrained.append((start + grammar[0], start + grammar[1]))
         spans.append((t.seq, start, len(response)))
     keys = [c.group_key for c in chain]
     metadata: dict[str, object] = {
@@ -109,6 +120,8 @@ def _row(chain: Sequence[CreditedTransition]) -> TrainingRow:
         metadata["group_keys"] = tuple(keys)
     if any(missing):
         metadata["logprobs_missing"] = True
+    if constrained:
+        metadata["constrained"] = tuple(constrained)
     versions = [
         c.transition.policy_version if c.transition.policy_version is not None else c.episode.policy_version
         for c in chain

@@ -47,6 +47,13 @@ def limit_length(
     if "spans" in metadata:
         spans = cast("tuple[tuple[int, int, int], ...]", metadata["spans"])
         metadata["spans"] = tuple((seq, start, min(end, keep)) for seq, start, end in spans if start < keep)
+    if "constrained" in metadata:
+        ranges = cast("tuple[tuple[int, int], ...]", metadata["constrained"])
+        kept = tuple((start, min(end, keep)) for start, end in ranges if start < keep)
+        if kept:
+            metadata["constrained"] = kept
+        else:
+            metadata.pop("constrained")
     missing = row.missing_logprobs[:keep] if any(row.missing_logprobs[:keep]) else ()
     if not missing:
         metadata.pop("logprobs_missing", None)

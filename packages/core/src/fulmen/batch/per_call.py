@@ -12,6 +12,13 @@ non-finite logprob flags its token only. ``rollout_logprobs`` holds a 0.0 placeh
 flagged tokens, which the trainer must replace with its own recomputation (or drop the row)
 (counter ``rows_logprobs_missing``; ``missing_logprob_tokens`` counts the tokens).
 
+**Constrained logprobs are never trained against either.** Tokens the server sampled under a
+grammar (``Transition.constrained_from`` on: forced or ``strict`` tool calls, structured output)
+carry the constrained distribution's logprobs, not the policy's, so they are flagged missing
+too and recomputed by the trainer (counter ``constrained_logprob_tokens``, included in
+``missing_logprob_tokens``); row metadata ``constrained`` lists their ``(start, end)`` ranges in
+``response_ids``.
+
 A trained call without prompt ids cannot be trained exactly and is skipped
 (``empty_prompt_transitions``).
 """
@@ -22,6 +29,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from fulmen.batch.overlong import Overlong, check_length_options, limit_length
 from fulmen.credit.base import CreditedTransition, GroupCredit
@@ -32,6 +40,8 @@ __all__ = [
     "build_per_call",
     "call_advantages",
     "call_logprobs",
+    "constrained_range",
+    "constrained_tokens",
     "finish",
     "usable_calls",
 ]
@@ -60,16 +70,35 @@ def call_logprobs(c: CreditedTransition) -> tuple[tuple[float, ...], tuple[int, 
     """The call's rollout logprobs and its missing mask (1 where unknown; 0.0 placeholder).
 
     Every token is unknown when the server returned none or not one per response token; a
-    non-finite value (NaN, infinity) marks its own token. The mask is empty when none is.
+    non-finite value (NaN, infinity) marks its own token, and so does every token from
+    ``constrained_from`` on (sampled under a grammar: not the policy's logprob). The mask is
+    empty when none is.
     """
     n = len(c.transition.response_token_ids)
     lp = c.transition.response_logprobs
     if lp is None or len(lp) != n:
         return (0.0,) * n, (1,) * n
-    missing = tuple(0 if math.isfinite(x) else 1 for x in lp)
+    cut = c.transition.constrained_from
+    cut = n if cut is None else max(cut, 0)
+    missing = tuple(0 if i < cut and math.isfinite(x) else 1 for i, x in enumerate(lp))
     if not any(missing):
         return lp, ()
     return tuple(x if m == 0 else 0.0 for x, m in zip(lp, missing, strict=True)), missing
+
+
+def constrained_range(c: CreditedTransition) -> tuple[int, int] | None:
+    """``(start, end)`` of the call's response tokens sampled under a grammar, or None."""
+    n = len(c.transition.response_token_ids)
+    cut = c.transition.constrained_from
+    if cut is None or cut >= n:
+        return None
+    return max(cut, 0), n
+
+
+def constrained_tokens(row: TrainingRow) -> int:
+    """Response tokens of ``row`` sampled under a grammar (metadata ``constrained``)."""
+    ranges = cast("tuple[tuple[int, int], ...]", row.metadata.get("constrained", ()))
+    return sum(end - start for start, end in ranges)
 
 
 def usable_calls(credits: Sequence[GroupCredit], counters: Counter[str]) -> list[CreditedTransition]:
@@ -93,6 +122,7 @@ def finish(
     counters["trained_tokens"] += sum(r.num_trained_tokens for r in kept)
     counters["rows_logprobs_missing"] += sum(1 for r in kept if r.logprobs_missing)
     counters["missing_logprob_tokens"] += sum(sum(r.missing_logprobs) for r in kept)
+    counters["constrained_logprob_tokens"] += sum(constrained_tokens(r) for r in kept)
     return BuiltRows(rows=tuple(kept), stats=dict(counters))
 
 
@@ -123,6 +153,9 @@ def build_per_call(
         }
         if missing:
             metadata["logprobs_missing"] = True
+        grammar = constrained_range(c)
+        if grammar is not None:
+            metadata["constrained"] = (grammar,)
         rows.append(TrainingRow(
             prompt_ids=t.prompt_token_ids,
             response_ids=t.response_token_ids,

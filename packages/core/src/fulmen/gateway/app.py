@@ -88,6 +88,10 @@ class Gateway:
         routes: Per-agent policies (:mod:`fulmen.policies`): each call goes upstream with
             ``model`` set to its agent's policy (or the frozen base), and the recorded
             transition names the policy in ``metadata["policy"]``. None: calls go as sent.
+        strict_tools: The upstream constrains every tool call, ``strict`` or not (vLLM's
+            ``--tool-strict-level function`` or ``parameter``): tokens from a call's first
+            ``<tool_call>`` on are recorded as constrained (:mod:`fulmen.gateway.constrained`)
+            even when its tools are not ``strict``.
 
     Use ``async with Gateway(...)`` (or :meth:`start`/:meth:`stop`) inside a running loop, or
     ``with Gateway(...)`` (:meth:`start_in_thread`/:meth:`stop_thread`) from sync code.
@@ -108,6 +112,7 @@ class Gateway:
         store_writes: Literal["inline", "thread"] = "inline",
         upstream_headers: Mapping[str, str] | None = None,
         routes: PolicyRoutes | None = None,
+        strict_tools: bool = False,
     ) -> None:
         if store_writes not in ("inline", "thread"):
             raise ValueError(f"store_writes: expected 'inline' or 'thread', got {store_writes!r}")
@@ -130,6 +135,7 @@ class Gateway:
         self._inline = store_writes == "inline"
         self._upstream_headers = dict(upstream_headers or {})
         self._routes = routes
+        self._strict_tools = strict_tools
         self._registry = EpisodeRegistry(store)
         self.unattributed_calls = 0
         """LLM calls refused because they named no episode (flagged, never guessed)."""
@@ -186,6 +192,7 @@ class Gateway:
             upstream_timeout_s=self._upstream_timeout,
             run_blocking=self._run_blocking,
             routes=self._routes,
+            strict_tools=self._strict_tools,
         )
         app = web.Application(middlewares=[self._middleware], client_max_size=self._max_body)
         self._add_routes(app, proxy)

@@ -9,7 +9,8 @@ flag).
 Token ids are only ever copied from the upstream. When it sent none, the transition gets empty
 id tuples and the flag ``no_token_ids`` (never invented ids); missing logprobs give
 ``response_logprobs=None`` and the flag ``no_logprobs``; logprobs whose count differs from the
-response ids get ``logprobs_mismatch``. Empty content is recorded as ``None``.
+response ids get ``logprobs_mismatch``. Empty content is recorded as ``None``. Tokens sampled
+under a grammar (:mod:`fulmen.gateway.constrained`) are marked by ``constrained_from``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fulmen.gateway.constrained import UNCONSTRAINED, Constraint, constrained_from
 from fulmen.protocol import Transition
 
 __all__ = ["CallContext", "StreamAccumulator", "keep_choices", "transitions_from_response"]
@@ -56,6 +58,8 @@ class CallContext:
     """The gateway routes calls to per-agent policies (:class:`fulmen.policies.PolicyRoutes`)."""
     policy: str | None = None
     """With :attr:`routed`: the policy the call was sent to (None: the frozen base)."""
+    constraint: Constraint = UNCONSTRAINED
+    """How the request constrains sampling (:func:`~fulmen.gateway.constrained.constraint_of`)."""
 
     @property
     def choice_limit(self) -> int:
@@ -132,6 +136,21 @@ def _logprobs(choice: Mapping[str, Any], endpoint: str) -> tuple[float, ...] | N
     return tuple(map(float, values))
 
 
+def _token_texts(choice: Mapping[str, Any], endpoint: str) -> list[str] | None:
+    """The response tokens' texts from the logprobs, or None when absent or malformed."""
+    raw = choice.get("logprobs")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        if endpoint == CHAT:
+            texts = [entry["token"] for entry in raw["content"]]
+        else:
+            texts = list(raw["tokens"])
+    except (KeyError, TypeError):
+        return None
+    return texts if all(isinstance(t, str) for t in texts) else None
+
+
 def _ids(value: object) -> tuple[int, ...] | None:
     """Token ids, or None when absent or not a list of ints."""
     if type(value) is not list or not set(map(type, value)) <= {int}:
@@ -195,6 +214,12 @@ def transitions_from_response(
             metadata["tags"] = dict(ctx.tags)
         if ctx.routed:
             metadata["policy"] = ctx.policy
+        constrained = constrained_from(
+            ctx.constraint,
+            _token_texts(choice, ctx.endpoint),
+            bool(calls),
+            len(response_ids or ()),
+        )
         out.append(
             Transition(
                 episode_id=ctx.episode_id,
@@ -208,6 +233,7 @@ def transitions_from_response(
                 prompt_token_ids=prompt_ids or (),
                 response_token_ids=response_ids or (),
                 response_logprobs=logprobs,
+                constrained_from=constrained,
                 finish_reason=choice.get("finish_reason"),
                 policy_version=policy_version,
                 started_at=ctx.started_at,
@@ -231,6 +257,8 @@ class _ChoiceAcc:
     prompt_ids: list[int] | None = None
     logprobs: list[Any] | None = None
     """Chat ``logprobs.content`` entries, or completions ``token_logprobs`` values."""
+    tokens: list[Any] | None = None
+    """Completions ``logprobs.tokens`` (the tokens' texts)."""
     finish_reason: str | None = None
     stop_reason: Any = None
 
@@ -282,6 +310,10 @@ class StreamAccumulator:
             if isinstance(values, list):
                 acc.logprobs = acc.logprobs if acc.logprobs is not None else []
                 acc.logprobs.extend(values)
+            tokens = logprobs.get("tokens")
+            if self._endpoint != CHAT and isinstance(tokens, list):
+                acc.tokens = acc.tokens if acc.tokens is not None else []
+                acc.tokens.extend(tokens)
         if self._endpoint != CHAT:
             if isinstance(choice.get("text"), str):
                 acc.text.append(choice["text"])
@@ -343,6 +375,8 @@ class StreamAccumulator:
                 choice["text"] = text
                 choice["prompt_token_ids"] = acc.prompt_ids
                 has = acc.logprobs is not None
-                choice["logprobs"] = {"token_logprobs": acc.logprobs} if has else None
+                choice["logprobs"] = (
+                    {"token_logprobs": acc.logprobs, "tokens": acc.tokens} if has else None
+                )
             choices.append(choice)
         return {"model": self._model, "prompt_token_ids": self._prompt_ids, "choices": choices}

@@ -45,6 +45,7 @@ from fulmen.gateway.capture import (
     keep_choices,
     transitions_from_response,
 )
+from fulmen.gateway.constrained import constraint_of
 from fulmen.gateway.errors import GatewayError
 from fulmen.gateway.registry import EpisodeRegistry
 from fulmen.gateway.upstream import Wants, iter_sse_data, shape_request, strip_chunk, strip_response
@@ -91,8 +92,10 @@ class Proxy:
         upstream_timeout_s: float,
         run_blocking: RunBlocking,
         routes: PolicyRoutes | None = None,
+        strict_tools: bool = False,
     ) -> None:
         self._store = store
+        self._strict_tools = strict_tools
         self._routes = routes
         self._registry = registry
         self._upstream = upstream
@@ -214,6 +217,7 @@ class Proxy:
             stream=bool(body.get("stream")),
             routed=self._routes is not None,
             policy=policy,
+            constraint=constraint_of(body, strict_tools=self._strict_tools),
         )
         shaped, wants = shape_request(body, chat)
         headers = {"Content-Type": "application/json", "X-Request-Id": ctx.request_id}
