@@ -323,7 +323,8 @@ class FailedCall(_Record):
     reason: str
     """Short reason: ``upstream_unavailable``, ``upstream_timeout``, ``upstream_error`` (5xx or
     an error event mid-stream), ``upstream_invalid_response``, ``upstream_incomplete``, or
-    ``upstream_rejected`` (an upstream 4xx)."""
+    ``upstream_rejected`` (an upstream 4xx); ``agent_gone`` (the agent closed its connection
+    before the answer was sent: not recorded as a call, not an infrastructure failure)."""
     message: str
     """What happened, in words."""
     upstream_status: int | None = None

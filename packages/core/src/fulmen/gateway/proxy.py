@@ -139,6 +139,24 @@ class Proxy:
         except StoreError:  # the agent still gets the upstream's error; the log says this too
             _log.exception("could not record the failed call %s", ctx.request_id)
 
+    async def _agent_left(self, request: web.Request, ctx: CallContext) -> bool:
+        """True when the agent closed its connection before its answer was sent (its client
+        timed out, or it died): the answer is dropped and a failed call ``agent_gone`` is put
+        on record instead (not an infrastructure failure). So the calls on record are answers
+        an agent received, and an agent's retry of the call is a new call, recorded once."""
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            return False
+        await self._record_failure(
+            ctx,
+            "agent_gone",
+            "the agent closed its connection before the answer was sent: the answer was "
+            "dropped, not recorded (a retry of this call is a new call)",
+            None,
+            False,
+        )
+        return True
+
     def _describe(self, exc: BaseException) -> GatewayError:
         if isinstance(exc, GatewayError):
             return exc
@@ -257,6 +275,8 @@ class Proxy:
             upstream.release()
         latency = time.perf_counter() - t0
         trimmed = keep_choices(response, ctx.choice_limit)
+        if await self._agent_left(request, ctx):
+            return web.Response(status=499)  # nobody reads it: the connection is gone
         await self._record(
             transitions_from_response(
                 ctx,
@@ -325,6 +345,8 @@ class Proxy:
         t0: float,
     ) -> web.StreamResponse:
         """Relay a stream chunk by chunk; record it before sending ``[DONE]``."""
+        if await self._agent_left(request, ctx):
+            return web.StreamResponse(status=499)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",
@@ -363,6 +385,8 @@ class Proxy:
                     status=502,
                     code="upstream_incomplete",
                 )
+            if await self._agent_left(request, ctx):
+                raise _AgentGone
             await self._record(
                 transitions_from_response(
                     ctx,
