@@ -112,13 +112,15 @@ class _Processes:
             self.close()
             raise RuntimeError("the upstream double did not start")
         self.gateway: subprocess.Popen[bytes] | None = None
+        self.log = store.with_name(store.name + ".gateway.log")
 
     def start_gateway(self) -> None:
-        self.gateway = subprocess.Popen(
-            [sys.executable, "-m", "fulmen.cli", "gateway", "--upstream", self.upstream_url,
-             "--store", str(self.store), "--port", str(self.port), "--upstream-timeout", "20"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self._env,
-        )  # fmt: skip
+        with self.log.open("ab") as log:  # every start's stderr, for when one does not come up
+            self.gateway = subprocess.Popen(
+                [sys.executable, "-m", "fulmen.cli", "gateway", "--upstream", self.upstream_url,
+                 "--store", str(self.store), "--port", str(self.port), "--upstream-timeout", "20"],
+                stdout=subprocess.DEVNULL, stderr=log, env=self._env,
+            )  # fmt: skip
 
     def kill_gateway(self) -> None:
         if self.gateway is not None:
@@ -136,7 +138,10 @@ class _Processes:
             self.upstream.wait(timeout=10)
 
 
-async def _until_healthy(http: aiohttp.ClientSession, url: str, deadline_s: float = 60.0) -> None:
+async def _until_healthy(
+    procs: _Processes, http: aiohttp.ClientSession, deadline_s: float = 120.0
+) -> None:
+    url = procs.url
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, OSError):
@@ -144,7 +149,10 @@ async def _until_healthy(http: aiohttp.ClientSession, url: str, deadline_s: floa
                 if r.status == 200:
                     return
         await asyncio.sleep(0.05)
-    raise RuntimeError(f"the gateway at {url} did not come up in {deadline_s:.0f} s")
+    tail = procs.log.read_text(errors="replace")[-2000:] if procs.log.exists() else ""
+    raise RuntimeError(
+        f"the gateway at {url} did not come up in {deadline_s:.0f} s; its stderr:\n{tail}"
+    )
 
 
 def _request(worker: int, count: int, rng: random.Random) -> dict[str, Any]:
@@ -160,7 +168,9 @@ def _request(worker: int, count: int, rng: random.Random) -> dict[str, Any]:
     return body
 
 
-async def _read_stream(response: aiohttp.ClientResponse, n: int) -> list[tuple[str, str | None]] | None:
+async def _read_stream(
+    response: aiohttp.ClientResponse, n: int
+) -> list[tuple[str, str | None]] | None:
     texts = [""] * n
     finish: list[str | None] = [None] * n
     done = False
@@ -207,8 +217,9 @@ def check_store(store: Path, acks: list[Ack], report: KillReport) -> None:
     with SQLiteStore(store) as db:  # its own connection, beside the gateway's
         cursor = 0
         while page := db.transitions_since(cursor, limit=5000):
-            for cursor, t in page:
+            for _, t in page:
                 calls.setdefault(t.request_id, []).append(t)
+            cursor = page[-1][0]
     report.checks += 1
     report.stored_calls = len(calls)
     lost = altered = partial = 0
@@ -259,7 +270,7 @@ async def _run(
     try:
         procs.start_gateway()
         async with aiohttp.ClientSession(timeout=_TIMEOUT, connector=connector) as http:
-            await _until_healthy(http, procs.url)
+            await _until_healthy(procs, http)
             ids: list[str] = []
             for i in range(episodes):
                 body = {"task": {"id": f"kill-{i}"}}
@@ -276,7 +287,7 @@ async def _run(
                     url = f"{procs.url}/rollout/{episode}/v1/chat/completions"
                     try:
                         got = await _call(http, url, body)
-                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+                    except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
                         got = None
                     if got is None:
                         report.failed += 1
@@ -293,7 +304,7 @@ async def _run(
                     await asyncio.to_thread(procs.kill_gateway)
                     report.kills += 1
                     procs.start_gateway()
-                    await _until_healthy(http, procs.url)
+                    await _until_healthy(procs, http)
                     report.restart_s.append(time.monotonic() - killed_at)
                     snapshot = list(acks)  # acknowledged before this read: all must be stored
                     await asyncio.to_thread(check_store, store, snapshot, report)
