@@ -8,7 +8,8 @@ so every recorded call carries its agent (``planner`` or ``solver``) and its fra
 (``langchain`` or ``autogen``).
 
 Rewards are routed per agent: the solver's answer scores ``agent="solver"`` (the episode's main
-outcome), the plan gets its own reward ``name="plan", agent="planner"`` (:func:`plan_score`).
+outcome), the plan gets its own reward ``name="plan", agent="planner"``: its decomposition
+score against the task's ground truth (:func:`plan_quality`).
 ``train.toml`` sets ``[credit] agents = ["solver"]``: one policy, only the solver learns; the
 planner's calls are recorded but masked out of every batch. ``train_policies.toml`` gives each
 agent its own policy (``[[policy]]``): two LoRA adapters on one base, the planner's trained on
@@ -33,6 +34,7 @@ from langgraph.graph import END, START, StateGraph
 from examples.autogen_calculator.agent import ADAPTER as AUTOGEN_ADAPTER
 from examples.autogen_calculator.agent import CalculatorTool
 from examples.calculator.agent import eval_tasks, train_tasks
+from examples.multi_agent.plan import plan_quality, plan_score
 
 PLANNER = "planner"
 """The LangGraph graph's name: the agent name of the planner's calls."""
@@ -102,18 +104,16 @@ async def run(task: Task, ctx: EpisodeContext) -> dict[str, str | None]:
     return {"plan": final["plan"], "answer": final["answer"]}
 
 
-def plan_score(plan: str | None) -> float:
-    """The planner's own score: 1.0 for a plan in words (one non-empty line of text, at most
-    120 characters, not a tool call: the planner has no tools), else 0.0."""
-    text = (plan or "").strip()
-    return 1.0 if text and len(text) <= 120 and "\n" not in text and "<tool_call>" not in text else 0.0
-
-
 def reward(task: Task, output: dict[str, str | None], ctx: EpisodeContext) -> None:
-    """Per-agent rewards: the solver's exact answer (the outcome), the plan's :func:`plan_score`."""
+    """Per-agent rewards: the solver's exact answer (the outcome); the plan's decomposition
+    score :func:`~examples.multi_agent.plan.plan_quality` (``name="plan"``, the planner's
+    trained reward) and its format check :func:`~examples.multi_agent.plan.plan_score`
+    (``name="plan_format"``: recorded, no weight in the configs)."""
     correct = check_answer(output["answer"], task.data["answer"])
     ctx.reward(1.0 if correct else 0.0, agent=SOLVER)
-    ctx.reward(plan_score(output["plan"]), name="plan", agent=PLANNER)
+    plan = output["plan"]
+    ctx.reward(plan_quality(plan, str(task.data["expression"])), name="plan", agent=PLANNER)
+    ctx.reward(plan_score(plan), name="plan_format", agent=PLANNER)
 
 
-__all__ = ["eval_tasks", "plan_score", "reward", "run", "train_tasks"]
+__all__ = ["eval_tasks", "plan_quality", "plan_score", "reward", "run", "train_tasks"]

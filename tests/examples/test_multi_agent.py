@@ -196,3 +196,29 @@ def test_training_run_trains_each_agents_own_policy(tmp_path: Path) -> None:
     assert (latest / "planner" / "adapter_config.json").is_file()
     assert (latest / "solver" / "adapter_config.json").is_file()
     assert json.loads((latest / "policies.json").read_text()).keys() == {"planner", "solver"}
+
+
+@pytest.mark.parametrize(
+    ("plan", "score"),
+    [
+        ("Use the calculator on 37*48.", 1.0),  # the right sub-step, handed on
+        ("Multiply 48 by 37 with the calculator.", 1.0),  # in words, either order
+        ('<tool_call>{"name": "calculator", "arguments": {"expression": "37*48"}}</tool_call>', 1.0),
+        ("Multiply 37 by 48 = 1776.", 2 / 3),  # asserts a result: the planner computes nothing
+        ("Add 37 and 48.", 2 / 3),  # the wrong operation
+        ("Use the calculator on 37*58.", 1 / 3),  # a wrong operand (and a foreign number)
+        ("The answer is 1776.", 0.0),  # the base model's usual plan: a guess, format-clean
+        ("", 0.0),
+    ],
+)
+def test_the_planners_score_checks_the_plan_against_the_task(plan: str, score: float) -> None:
+    if str(REPO) not in sys.path:  # ``examples`` is a top-level package of the repository
+        sys.path.insert(0, str(REPO))
+    from examples.multi_agent.plan import plan_quality, plan_score  # attaches no adapter
+
+    assert plan_quality(plan, "37*48") == pytest.approx(score)
+    if plan.startswith("The answer"):
+        assert plan_score(plan) == 1.0  # the old format-only score could not tell
+    if not plan:
+        with pytest.raises(ValueError, match="expected an expression like"):
+            plan_quality(plan, "what is it")
