@@ -3,6 +3,7 @@ against the trainer's recomputed old logprobs, never against the 0.0 placeholder
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,13 @@ def test_unknown_rollout_logprobs_are_recomputed_not_zero(mode: str) -> None:
     assert rollout[0, :3].tolist() == pytest.approx([-0.1, RECOMPUTED, RECOMPUTED])
     assert rollout[1, :2].tolist() == pytest.approx([-0.2, -0.3])
     assert metrics["verl/recomputed_old_logprob_tokens"] == 2
+    # drift: the trainer's -0.5 against the server's logprobs, on the 3 tokens the server gave
+    d = [RECOMPUTED - v for v in (-0.1, -0.2, -0.3)]
+    assert metrics["drift/logprob_tokens"] == 3
+    assert metrics["drift/logprob_abs_diff_mean"] == pytest.approx(sum(abs(x) for x in d) / 3)
+    assert metrics["drift/logprob_abs_diff_max"] == pytest.approx(0.4)
+    k3 = sum(math.exp(x) - x - 1 for x in d) / 3
+    assert metrics["drift/logprob_k3"] == pytest.approx(k3, rel=1e-5)
     if mode == "bypass":  # the PPO ratio's denominator is the (now filled-in) rollout logprob
         assert torch.equal(data.batch["old_log_probs"], rollout)
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from fulmen.gateway.app import Gateway
 from fulmen.protocol import Task
 from fulmen.store import open_store
-from fulmen.train import RolloutSampling
+from fulmen.train import GreedySampling, RolloutSampling
 from fulmen_testkit.vllm_double import VllmDouble
-from fulmen_verl.episodes import EpisodeSpec, RunnerSpec, run_episodes_ray
+from fulmen_verl.episodes import EpisodeSpec, RayEpisodeRunner, RunnerSpec, run_episodes_ray
 
 pytestmark = pytest.mark.slow  # starting Ray and two actors takes ~15-30 s on 2 cores
 
@@ -54,6 +55,18 @@ def test_ray_actors_run_whole_groups_through_the_gateway(tmp_path: Path) -> None
         ids2 = [r.episode.id for r in results2]
         assert again == actors and len(ids2) == 6 and not set(ids) & set(ids2)
         assert all(r.ok and r.outcome is not None and r.output is None for r in results2)
+        # the step driver's runner for [verl] ray_runners: greedy evaluation, no groups (in
+        # actors of its own: free the two CPUs the first ones hold)
+        for actor in actors:
+            ray.kill(actor)
+        runner = RayEpisodeRunner(gateway.url, spec, actors=2)
+        evaluated = asyncio.run(
+            runner.arun(None, tasks, description="eval", episode_metadata=GreedySampling(0))
+        )
+        assert len(evaluated) == 3 and all(r.ok and r.outcome is not None for r in evaluated)
+        records = store.records([r.episode.id for r in evaluated])
+        assert all(r.episode.group_id is None for r in records)
+        assert all(r.episode.metadata["sampling"]["temperature"] == 0.0 for r in records)
     finally:
         ray.shutdown()
         gateway.stop_thread()

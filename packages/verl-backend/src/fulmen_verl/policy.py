@@ -39,7 +39,7 @@ from fulmen_verl.dataproto import add_missing_logprobs, rows_to_dataproto
 from fulmen_verl.metrics import ACTOR_UPDATE_S, SLEEP_S, schema_update_metrics
 from fulmen_verl.preflight import check_cluster
 from fulmen_verl.servers import ReplicaPool, replica_urls
-from fulmen_verl.step import data_parallel_size, prepare_batch, update_actor
+from fulmen_verl.step import DRIFT_TOKENS, data_parallel_size, prepare_batch, update_actor
 
 __all__ = ["ACTOR_DIR", "VerlPolicy"]
 
@@ -47,6 +47,9 @@ Log = Callable[[str], None]
 
 ACTOR_DIR = "actor"
 """Where in a checkpoint directory verl's actor checkpoint lies."""
+
+BYPASS_K3 = "actor/rollout_corr/k3_kl"
+"""verl's rollout-vs-trainer k3 from the bypass loss (a mean over the update's micro-batches)."""
 
 
 class VerlPolicy:
@@ -149,7 +152,11 @@ class VerlPolicy:
 
         Returns the schema's update keys (verl's renamed by :func:`~fulmen_verl.metrics.
         schema_update_metrics`, ``num_rows``, ``optimizer_steps``), verl's other metrics
-        namespaced, and the phase timings of :data:`~fulmen_verl.metrics.STEP_TIME_KEYS`.
+        namespaced, the phase timings of :data:`~fulmen_verl.metrics.STEP_TIME_KEYS`, and the
+        rollout-vs-trainer ``drift/logprob_*`` keys: all four when the trainer computed old
+        logprobs (:func:`~fulmen_verl.step.logprob_drift`); in ``bypass`` mode only
+        ``drift/logprob_k3``, from verl's bypass loss (:data:`BYPASS_K3`), and only when the
+        update is one optimizer step (later steps see moved weights).
         """
         metrics: dict[str, float] = {SLEEP_S: self._sleep()}
         data = rows_to_dataproto(
@@ -164,6 +171,11 @@ class VerlPolicy:
         out["num_rows"] = float(len(rows))
         epochs = int(self.trainer.config.actor_rollout_ref.actor.ppo_epochs)
         out["optimizer_steps"] = float(self._num_mini_batches * epochs)
+        k3 = out.get(BYPASS_K3)
+        if DRIFT_TOKENS not in out and k3 is not None and out["optimizer_steps"] == 1:
+            # bypass mode, no trainer forward before the update: verl's bypass loss measured
+            # it on the update's own forward, all with the rollout weights only in one step
+            out["drift/logprob_k3"] = k3
         return out
 
     def publish(self, version: int) -> None:

@@ -22,6 +22,11 @@ Two modes (``[verl] old_logprobs``):
 
 In both modes, tokens whose rollout logprob is unknown (:data:`MISSING_LOGPROBS_KEY`) get the
 trainer's recomputed logprob in place of the 0.0 placeholder before either of the above.
+
+Whenever the trainer computes old logprobs (``recompute``, or unknown rollout logprobs), the
+step also measures how far they are from the server's on the same tokens
+(:func:`logprob_drift`, the ``drift/logprob_*`` keys; tokens the trainer filled in are left
+out). It costs nothing extra: the forward pass runs anyway.
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ import time
 from typing import Any
 
 __all__ = [
+    "DRIFT_TOKENS",
     "MISSING_LOGPROBS_KEY",
     "OLD_LOGPROB_S",
     "REF_S",
     "data_parallel_size",
+    "logprob_drift",
     "prepare_batch",
     "update_actor",
 ]
@@ -44,6 +51,30 @@ mode, or tokens whose rollout logprob is unknown; 0.0 in ``bypass`` mode without
 
 REF_S = "verl/ref_s"
 """Seconds of the reference policy's forward pass (0.0 without ``[train] kl_coef``)."""
+
+DRIFT_TOKENS = "drift/logprob_tokens"
+"""Tokens compared by :func:`logprob_drift` (with ``drift/logprob_abs_diff_mean``,
+``drift/logprob_abs_diff_max`` and ``drift/logprob_k3``: the metrics schema's rollout-vs-trainer
+keys)."""
+
+
+def logprob_drift(trained: Any, rollout: Any, mask: Any) -> dict[str, float]:
+    """Rollout vs trainer logprobs of the same tokens (tensors of one shape; ``mask`` 1 on the
+    tokens compared): count, mean and max of ``|d|`` and the mean of ``exp(d) - d - 1`` (k3,
+    as verl's ``rollout_corr`` ``k3_kl``), ``d = trained - rollout``."""
+    import torch
+
+    m = mask.to(torch.float32)
+    n = float(m.sum())
+    if n == 0:
+        return {DRIFT_TOKENS: 0.0}
+    d = (trained.to(torch.float32) - rollout.to(torch.float32)) * m
+    return {
+        DRIFT_TOKENS: n,
+        "drift/logprob_abs_diff_mean": float(d.abs().sum()) / n,
+        "drift/logprob_abs_diff_max": float(d.abs().max()),
+        "drift/logprob_k3": float(((torch.exp(d) - d - 1.0) * m).sum()) / n,
+    }
 
 MISSING_LOGPROBS_KEY = "fulmen_missing_logprobs"
 """Optional ``DataProto`` tensor (rows x response tokens, 1 where the rollout logprob is
@@ -65,14 +96,17 @@ def prepare_batch(trainer: Any, batch: Any, metrics: dict[str, float]) -> Any:
     if cfg.trainer.balance_batch:
         trainer._balance_batch(batch, metrics=metrics)
     missing = batch.batch.pop(MISSING_LOGPROBS_KEY, None)
+    recorded = batch.batch["rollout_log_probs"]
+    compared = batch.batch["response_mask"]  # drift: the server's logprobs only
     if missing is not None and bool(missing.any()):
         # unknown rollout logprobs (0.0 placeholders): the trainer's own, so the ratio of those
         # tokens starts at 1 (as verl's recompute mode would have it), never at pi / 1
+        compared = compared * (missing == 0)
         started = time.perf_counter()
         old, _mfu = trainer._compute_old_log_prob(batch)
         metrics[OLD_LOGPROB_S] += time.perf_counter() - started
-        known = batch.batch["rollout_log_probs"]
-        batch.batch["rollout_log_probs"] = known.where(missing == 0, old.batch["old_log_probs"])
+        metrics.update(logprob_drift(old.batch["old_log_probs"], recorded, compared))
+        batch.batch["rollout_log_probs"] = recorded.where(missing == 0, old.batch["old_log_probs"])
         metrics["verl/recomputed_old_logprob_tokens"] = float(missing.sum())
     rollout_corr = cfg.algorithm.get("rollout_correction", None)
     if rollout_corr is not None and rollout_corr.get("bypass_mode", False):
@@ -87,6 +121,7 @@ def prepare_batch(trainer: Any, batch: Any, metrics: dict[str, float]) -> Any:
         started = time.perf_counter()
         old, _mfu = trainer._compute_old_log_prob(batch)
         metrics[OLD_LOGPROB_S] += time.perf_counter() - started
+        metrics.update(logprob_drift(old.batch["old_log_probs"], recorded, compared))
         old.batch.pop("entropys")
         batch = batch.union(old)
         if rollout_corr is not None:
