@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,22 @@ def test_verl_composes_and_validates_the_mapped_config() -> None:
     assert cfg.actor_rollout_ref.actor.use_dynamic_bsz is True
     with pytest.raises(ConfigError, match="verl rejected"):
         compose_verl_config(["actor_rollout_ref.actor.no_such_key=1"])
+
+
+def test_the_cpu_platform_never_splits_a_prompt_over_scheduler_steps() -> None:
+    """vLLM's CPU engine died (``RuntimeError: CPU Generator does not use offset``) when
+    chunked prefill split a seeded request's prompt: 128 concurrent prompts exceed one
+    scheduler step's 8192 tokens (found by the calculator learning run). On the CPU platform
+    the mapping turns chunked prefill off."""
+    from fulmen_verl.config import compose_verl_config
+
+    config = load_config(ROOT / "examples" / "calculator" / "train_verl_cpu.toml", base_dir=ROOT)
+    raw = {k: v for k, v in config.backend_options["verl"].items() if k != "overrides"}
+    verl = parse_verl_options(raw, source="cpu")
+    cfg = compose_verl_config(to_hydra_overrides(config, verl, model_path="/m"))
+    assert cfg.actor_rollout_ref.rollout.enable_chunked_prefill is False
+    gpu = compose_verl_config(to_hydra_overrides(config, replace(verl, device="cuda"), model_path="/m"))
+    assert gpu.actor_rollout_ref.rollout.enable_chunked_prefill is True
 
 
 @pytest.mark.parametrize(

@@ -381,6 +381,12 @@ def to_hydra_overrides(config: TrainConfig, verl: VerlConfig, *, model_path: str
         ov["+actor_rollout_ref.rollout.enable_sleep_mode"] = False
         ov["actor_rollout_ref.rollout.free_cache_engine"] = False
         ov["data.dataloader_num_workers"] = 0
+        # fulmen seeds every request, so vLLM keeps a torch.Generator per request; when chunked
+        # prefill splits a prompt over two scheduler steps vLLM rewinds that generator's
+        # offset, which a CPU generator refuses ("CPU Generator does not use offset") and the
+        # engine dies. Whole prompts only (verl then raises max_num_batched_tokens to
+        # max_model_len)
+        ov["actor_rollout_ref.rollout.enable_chunked_prefill"] = False
         # the actor computes in float32 (verl's FSDP default is bf16 autocast, whose logprobs
         # differ from a float32 vLLM by ~0.02 on the tiny model)
         for role in ("actor", "ref"):
