@@ -3,7 +3,8 @@
 verl puts each row whole into one micro-batch of at most ``ppo_max_token_len_per_gpu`` tokens;
 ``verl.utils.seqlen_balancing.rearrange_micro_batches`` asserts that every row fits. With
 ``[batch] max_len`` unset nothing bounded a row (a merged episode grows with every turn), so
-a long episode crashed the step. ``build_verl_batch`` bounds rows by the token budget.
+a long episode crashed the step. ``bounded_batch`` (what ``bounded_config`` gives the step
+driver) bounds rows by the token budget; the driver's batch builder enforces it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from fulmen.batch import Batch, build_batch, group_records
 from fulmen.config import BatchConfig
 from fulmen.credit import GRPOAssigner
 from fulmen.protocol import EpisodeRecord
 from fulmen.rows import TrainingRow
 from fulmen_verl.config import VerlConfig
-from fulmen_verl.dataproto import build_verl_batch, rows_to_dataproto
+from fulmen_verl.dataproto import rows_to_dataproto
+from fulmen_verl.preflight import bounded_batch
 from verl_recording import record_batch
 
 pytestmark = pytest.mark.slow  # imports verl (20-40 s); the test itself takes a second
@@ -36,6 +39,17 @@ def micro_batches(rows: Sequence[TrainingRow], budget: int) -> list[int]:
     td = tu.get_tensordict(tensor_dict=dict(data.batch.items()), non_tensor_dict={})
     batches, _ = rearrange_micro_batches(left_right_2_no_padding(td), max_token_len=budget)
     return [len(b["input_ids"]) for b in batches]
+
+
+def build_verl_batch(
+    records: Sequence[EpisodeRecord], assigner: GRPOAssigner, *, batch: BatchConfig, verl: VerlConfig
+) -> Batch:
+    """The step driver's batch of ``records`` on the config ``fulmen_verl`` hands it."""
+    bounded = bounded_batch(batch, verl)
+    return build_batch(
+        group_records(records), assigner, mode=bounded.mode, max_len=bounded.max_len,
+        overlong=bounded.overlong,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -32,21 +32,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from fulmen.batch import Batch, build_batch, group_records
-from fulmen.config import BatchConfig
-from fulmen.credit import CreditAssigner
-from fulmen.protocol import EpisodeRecord
 from fulmen.rows import TrainingRow
 
-from fulmen_verl.config import VerlConfig
-from fulmen_verl.preflight import row_token_limit
 from fulmen_verl.step import MISSING_LOGPROBS_KEY
 
 __all__ = [
     "PAD_UID",
     "RowTensors",
     "add_missing_logprobs",
-    "build_verl_batch",
     "collate_rows",
     "padded_size",
     "rows_to_dataproto",
@@ -69,30 +62,6 @@ class RowTensors:
     """Episode of each row (empty for padding rows)."""
     num_real: int
     """Rows that came from ``rows`` (the first ``num_real``); the rest are inert padding."""
-
-
-def build_verl_batch(
-    records: Sequence[EpisodeRecord],
-    assigner: CreditAssigner,
-    *,
-    batch: BatchConfig,
-    verl: VerlConfig,
-) -> Batch:
-    """The step's rows (``[batch] mode``), none longer than verl can train.
-
-    verl places each row whole in one micro-batch of at most ``max_tokens_per_gpu`` tokens
-    (``seqlen_balancing.rearrange_micro_batches`` asserts it), so rows are bounded by
-    :func:`fulmen_verl.preflight.row_token_limit` even when ``[batch] max_len`` is unset (a
-    merged episode grows with every turn); longer rows are truncated or dropped per
-    ``[batch] overlong``, counted in ``stats`` (``overlong_truncated``, ``overlong_dropped``).
-    """
-    return build_batch(
-        group_records(records),
-        assigner,
-        mode=batch.mode,
-        max_len=row_token_limit(batch, verl),
-        overlong=batch.overlong,
-    )
 
 
 def padded_size(n: int, size_divisor: int) -> int:

@@ -4,17 +4,15 @@
 It holds verl's started ``RayPPOTrainer`` (:mod:`fulmen_verl.trainer`) and maps the protocol
 onto verl's own pieces:
 
-==============  =================================================================================
-``upstream_url``  verl's vLLM replica (``LLMServerManager.get_addresses()``), or a
-                  :class:`~fulmen_verl.servers.ReplicaPool` in front of several
-``update``        rows → ``DataProto`` (:mod:`fulmen_verl.dataproto`) → verl's DP balancing,
-                  old-logprob / reference passes and actor update (:mod:`fulmen_verl.step`)
-``publish``       verl's weight sync, ``CheckpointEngineManager.update_weights(version)``
-``save/load``     verl's actor checkpoint (``actor_rollout_wg.save_checkpoint`` /
-                  ``load_checkpoint``: sharded weights, optimizer, LR scheduler and RNG state,
-                  and a Hugging Face config for ``python -m verl.model_merger``), in ``actor/``
-``close``         ``ray.shutdown()``: the actor workers and vLLM servers go with it
-==============  =================================================================================
+* ``upstream_url``: verl's vLLM replica (``LLMServerManager.get_addresses()``), or a
+  :class:`~fulmen_verl.servers.ReplicaPool` in front of several;
+* ``update``: rows → ``DataProto`` (:mod:`fulmen_verl.dataproto`) → verl's DP balancing,
+  old-logprob / reference passes and actor update (:mod:`fulmen_verl.step`);
+* ``publish``: verl's weight sync, ``CheckpointEngineManager.update_weights(version)``;
+* ``save`` / ``load``: verl's actor checkpoint (``actor_rollout_wg.save_checkpoint`` /
+  ``load_checkpoint``: sharded weights, optimizer, LR scheduler and RNG state, and a Hugging
+  Face config for ``python -m verl.model_merger``) in ``actor/``;
+* ``close``: ``ray.shutdown()``, the actor workers and vLLM servers with it.
 
 Serving while training: on a GPU, vLLM shares the GPU with the actor and sleeps (frees its
 memory) from the start of :meth:`VerlPolicy.update` until :meth:`VerlPolicy.publish` wakes it

@@ -36,6 +36,7 @@ from fulmen.config import BatchConfig, ConfigError, TrainConfig
 from fulmen_verl.config import VerlConfig, is_loopback
 
 __all__ = [
+    "bounded_batch",
     "bounded_config",
     "check_cluster",
     "check_devices",
@@ -49,21 +50,25 @@ __all__ = [
 def row_token_limit(batch: BatchConfig, verl: VerlConfig) -> int:
     """The longest row (``prompt + response`` tokens) verl can train: ``[batch] max_len`` when
     set, else ``[verl] max_tokens_per_gpu`` (verl cannot split a row over micro-batches).
-    :func:`fulmen_verl.dataproto.build_verl_batch` enforces it; rows beyond it are truncated
+    :func:`bounded_config` puts it into the driver's config; rows beyond it are truncated
     or dropped per ``[batch] overlong`` and counted (``overlong_truncated``/``_dropped``)."""
     if batch.max_len is None:
         return verl.max_tokens_per_gpu
     return min(batch.max_len, verl.max_tokens_per_gpu)
 
 
+def bounded_batch(batch: BatchConfig, verl: VerlConfig) -> BatchConfig:
+    """``[batch]`` with ``max_len`` = :func:`row_token_limit` (unchanged when it already is)."""
+    limit = row_token_limit(batch, verl)
+    return batch if batch.max_len == limit else replace(batch, max_len=limit)
+
+
 def bounded_config(config: TrainConfig, verl: VerlConfig) -> TrainConfig:
-    """``config`` with ``[batch] max_len`` = :func:`row_token_limit`: the step driver's batch
-    builder then truncates or drops (per ``[batch] overlong``, counted) every row verl could
-    not train."""
-    limit = row_token_limit(config.batch, verl)
-    if config.batch.max_len == limit:
-        return config
-    return replace(config, batch=replace(config.batch, max_len=limit))
+    """``config`` with ``[batch]`` bounded (:func:`bounded_batch`): the step driver's batch
+    builder then truncates or drops (per ``[batch] overlong``, counted in ``batch/overlong_*``)
+    every row verl could not train."""
+    batch = bounded_batch(config.batch, verl)
+    return config if batch is config.batch else replace(config, batch=batch)
 
 
 def model_max_positions(config: TrainConfig) -> int | None:
