@@ -194,7 +194,7 @@ class VerlPolicy:
 
     def load(self, directory: Path) -> None:
         """Load what :meth:`save` wrote (verl's ``load_checkpoint``); served after
-        :meth:`publish`.
+        :meth:`publish` (on a GPU vLLM sleeps until then, as during :meth:`update`).
 
         Raises:
             ConfigError: ``directory`` holds no verl actor checkpoint, or verl could not load
@@ -208,6 +208,7 @@ class VerlPolicy:
             )
         from ray.exceptions import RayTaskError
 
+        self._sleep()  # on a GPU: vLLM's memory free for the actor's load, as verl's fit() does
         try:
             self.trainer.actor_rollout_wg.load_checkpoint(str(actor), del_local_after_load=False)
         except RayTaskError as exc:
