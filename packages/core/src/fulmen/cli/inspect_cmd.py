@@ -35,6 +35,11 @@ def register(sub: Any) -> None:
     s.add_argument("--tokenizer", help="tokenizer directory, to print each token's text")
     s.add_argument("--max-tokens", type=int, default=64, help="token ids shown per side (default 64)")
     s.add_argument("--json", action="store_true", help="the full record as JSON")
+    s.add_argument(
+        "--drift", action="store_true",
+        help="where the tokens drift: the first diverging token between consecutive calls' "
+        "prefixes and (with --tokenizer) between served and re-rendered prompt ids",
+    )
     s.set_defaults(func=run_show)
 
 
@@ -114,6 +119,8 @@ def run_show(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    if args.drift:
+        return _print_drift(record, args.tokenizer)
     decode = _decoder(args.tokenizer)
     from rich.console import Console
 
@@ -164,6 +171,21 @@ def _print_transition(console: Any, t: Transition, decode: Any, max_tokens: int)
     )
     console.print(f"response ({len(t.response_token_ids)} tokens, id/logprob):")
     console.print("  " + _tokens(t.response_token_ids, t.response_logprobs, decode, max_tokens))
+
+
+def _print_drift(record: Any, tokenizer: str | None) -> int:
+    from fulmen.cli.drift_view import load_view
+    from fulmen.drift.report import drift_report
+
+    view = load_view(tokenizer) if tokenizer else None
+
+    def decode(token: int) -> str:
+        assert view is not None
+        return view.decode([token])
+
+    for line in drift_report(record, view=view, decode=decode if view is not None else None):
+        print(line)
+    return 0
 
 
 def _ids(ids: Sequence[int], limit: int) -> str:

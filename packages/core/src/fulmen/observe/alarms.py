@@ -21,6 +21,14 @@ The alarms and their thresholds (:class:`AlarmThresholds`, ``[alarms]`` in the t
 * ``drift_breaks_rising``: token-drift breaks (``batch/merge_breaks_retokenisation`` +
   ``_template_change`` + ``_other``) per merge point above ``drift_break_rate`` (warning;
   critical when it also rose over each of the last ``drift_rise_steps`` steps).
+* ``logprob_drift``: the logprobs the server recorded and the trainer's own for the same
+  tokens differ (``drift/logprob_k3`` above ``logprob_drift_k3``, or
+  ``drift/logprob_abs_diff_mean`` above ``logprob_drift_mean``; warning; critical above ten
+  times either): the importance ratio measures serving/training mismatch, not policy change.
+* ``prompt_drift``: the recorded messages re-rendered by the chat template differ from the
+  served prompt ids on more than ``render_mismatch_rate`` of the checked calls, or token
+  anomalies (``drift/tool_tail_dropped``, ``drift/special_tokens_in_content``,
+  ``drift/special_tokens_dropped``, ``drift/partial_utf8_cut``) hit more than ``token_anomaly_rate`` of the LLM calls (warning).
 * ``infra_failures``: more than ``infra_failure_rate`` of the episodes (of the step, or of
   the last ``episode_window`` finished ones) ended for infrastructure reasons (upstream error,
   crash, cancellation: :attr:`~fulmen.protocol.TerminationReason.infrastructure`), once at
@@ -36,6 +44,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from fulmen.drift.tokens import ANOMALY_KINDS
 from fulmen.protocol import Episode
 
 __all__ = [
@@ -58,6 +67,8 @@ AlarmKind = Literal[
     "tool_calls_vanishing",
     "no_reward_variance",
     "drift_breaks_rising",
+    "logprob_drift",
+    "prompt_drift",
     "infra_failures",
 ]
 ALARM_KINDS: tuple[AlarmKind, ...] = (
@@ -65,6 +76,8 @@ ALARM_KINDS: tuple[AlarmKind, ...] = (
     "tool_calls_vanishing",
     "no_reward_variance",
     "drift_breaks_rising",
+    "logprob_drift",
+    "prompt_drift",
     "infra_failures",
 )
 Severity = Literal["warning", "critical"]
@@ -111,6 +124,14 @@ class AlarmThresholds:
     """Warn when token-drift breaks per merge point exceed this."""
     drift_rise_steps: int = 3
     """Critical when the drift rate also rose over each of this many last steps."""
+    logprob_drift_k3: float = 0.01
+    """Warn when the k3 KL(rollout ‖ trainer) per token exceeds this (critical at 10x)."""
+    logprob_drift_mean: float = 0.1
+    """Warn when the mean |rollout − trainer| logprob (nats) exceeds this (critical at 10x)."""
+    render_mismatch_rate: float = 0.02
+    """Warn when more than this share of re-rendered prompts differ from the served ids."""
+    token_anomaly_rate: float = 0.01
+    """Warn when token anomalies hit more than this share of a step's LLM calls."""
     infra_failure_rate: float = 0.1
     """Warn when more than this fraction of episodes failed for infrastructure reasons."""
     min_episodes: int = 8
@@ -182,6 +203,8 @@ def check_metrics(
         _tool_rate(train, th),
         _no_variance(train[-1], th),
         _drift(train, th),
+        _logprob_drift(train[-1], th),
+        _prompt_drift(train[-1], th),
         _infra_from_row(train[-1], th),
     ]
     return [a for a in alarms if a is not None]
@@ -300,6 +323,62 @@ def _drift(train: Sequence[Mapping[str, Any]], th: AlarmThresholds) -> Alarm | N
         "tokenises differently: keep the exact assistant messages), _template_change (the chat "
         "template rewrites earlier turns, e.g. drops reasoning), or use [batch] mode = "
         '"per_call", which never merges',
+    )
+
+
+def _logprob_drift(row: Mapping[str, Any], th: AlarmThresholds) -> Alarm | None:
+    k3 = _num(row, "drift/logprob_k3")
+    mean = _num(row, "drift/logprob_abs_diff_mean")
+    if k3 is None or mean is None or not _num(row, "drift/logprob_tokens"):
+        return None
+    over = max(k3 / th.logprob_drift_k3 if th.logprob_drift_k3 else 0.0,
+               mean / th.logprob_drift_mean if th.logprob_drift_mean else 0.0)  # fmt: skip
+    if over <= 1.0:
+        return None
+    worst = _num(row, "drift/logprob_abs_diff_max") or 0.0
+    return Alarm(
+        kind="logprob_drift",
+        severity="critical" if over > 10.0 else "warning",
+        step=_step(row),
+        value=k3,
+        threshold=th.logprob_drift_k3,
+        message=f"the trainer's logprobs differ from the server's on the same tokens: k3 KL "
+        f"{k3:.4f}/token, mean |Δ| {mean:.4f}, max |Δ| {worst:.3f} nats",
+        what_to_look_at="whether the server and the trainer run the same weights (a publish that "
+        "did not reach the server, a stale policy version), the same dtype and kernels (bf16 "
+        "serving vs fp32 training), the same sampling logprobs (raw, not temperature-processed), "
+        "and constrained decoding (forced tool choice): docs/drift.md",
+    )
+
+
+_ANOMALY_KEYS = tuple(f"drift/{k}" for k in ANOMALY_KINDS)
+
+
+def _prompt_drift(row: Mapping[str, Any], th: AlarmThresholds) -> Alarm | None:
+    checked = _num(row, "drift/render_checked")
+    rate = (_num(row, "drift/render_mismatches") or 0.0) / checked if checked else 0.0
+    calls = _num(row, "llm_calls")
+    anomalies = {k: v for k in _ANOMALY_KEYS if (v := _num(row, k))}
+    anomaly_rate = sum(anomalies.values()) / calls if calls else 0.0
+    if rate <= th.render_mismatch_rate and anomaly_rate <= th.token_anomaly_rate:
+        return None
+    parts: list[str] = []
+    if rate > th.render_mismatch_rate:
+        parts.append(f"{rate:.1%} of the re-rendered prompts differ from the served ids")
+    if anomaly_rate > th.token_anomaly_rate:
+        parts.append(", ".join(f"{v:.0f} {k.removeprefix('drift/')}" for k, v in anomalies.items())
+                     + f" in {calls:.0f} calls")  # fmt: skip
+    return Alarm(
+        kind="prompt_drift",
+        severity="warning",
+        step=_step(row),
+        value=rate if rate > th.render_mismatch_rate else anomaly_rate,
+        threshold=th.render_mismatch_rate if rate > th.render_mismatch_rate else th.token_anomaly_rate,
+        message="; ".join(parts) + ": the tokens trained are not the text the agent saw",
+        what_to_look_at="fulmen show EPISODE --drift on a recent episode (first diverging token), "
+        "the chat template and chat_template_kwargs the server uses against the policy's, "
+        "the server's tool parser (a dropped <tool_call> tail, special tokens in content), "
+        "special tokens the model generated mid-answer that the content drops, and max_tokens cuts: docs/drift.md",
     )
 
 

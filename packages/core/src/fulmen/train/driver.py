@@ -45,6 +45,7 @@ from typing import Any
 from fulmen.batch import build_batch, group_records
 from fulmen.config import ConfigError, TrainConfig
 from fulmen.credit import assigner_from_config
+from fulmen.drift import TokenView, step_drift_metrics
 from fulmen.gateway import Gateway
 from fulmen.loading import load_object, load_tasks
 from fulmen.observe.alarms import AlarmMonitor
@@ -215,6 +216,7 @@ class StepDriver:
                 )
                 row: dict[str, Any] = dict(rollout_metrics(records, batch.stats))
                 row.update(credit_metrics(batch.stats))
+                row.update(step_drift_metrics(records, policy if isinstance(policy, TokenView) else None))
                 if config.policies:
                     per_policy, idle = policy_step_metrics(records, batch.rows, config.policies)
                     row.update(per_policy)

@@ -42,6 +42,36 @@ Credit, written by the driver when the assigner reports it (:func:`credit_metric
                        near 0 means ``gigpo`` trains like ``grpo`` on totals)
 =====================  =========================================================
 
+Drift, written by the driver from the step's records (:func:`fulmen.drift.step_drift_metrics`,
+keys :data:`fulmen.drift.STEP_KEYS`; ``docs/drift.md`` says what to check when one is off):
+
+=====================================  ======================================================
+``drift/prefix_pairs``                 consecutive calls of one agent in one episode, both
+                                       with ids
+``drift/prefix_breaks``                of those, pairs where the later prompt does not start
+                                       with the earlier prompt + response ids for a token
+                                       reason (retokenisation, template change, unknown), in
+                                       every batch mode
+``drift/prefix_break_rate``            ``prefix_breaks / prefix_pairs`` (0.0 without pairs)
+``drift/prefix_context_changes``       pairs where the agent itself changed its messages (not
+                                       drift; never in ``prefix_breaks``)
+``drift/render_checked``               chat calls whose recorded messages were re-rendered by
+                                       the policy's chat template (only with a policy that
+                                       implements :class:`fulmen.drift.TokenView`, as do the
+                                       following keys)
+``drift/render_mismatches``            of those, calls whose re-rendered ids differ from the
+                                       served prompt ids; ``drift/render_mismatch_rate`` the
+                                       share
+``drift/render_errors``                calls whose messages the template refused
+``drift/tool_tail_dropped``            calls whose ids hold a ``<tool_call>`` the response lost
+``drift/special_tokens_in_content``    calls (tools offered) whose content holds a special
+                                       token
+``drift/special_tokens_dropped``       calls whose ids hold a special token before their end
+                                       that the content leaves out
+``drift/partial_utf8_cut``             ``max_tokens`` cuts whose ids end inside a UTF-8
+                                       character
+=====================================  ======================================================
+
 Timing, written by the driver: ``rollout_s`` (episodes), ``update_s`` (the policy's update),
 ``publish_s`` (publishing the new version: the weight sync into the server), ``step_s`` (the
 whole step, evaluation included), ``rollout_tokens_per_s`` and ``train_tokens_per_s``
@@ -66,8 +96,24 @@ the backend measures them; all token-weighted means over the trained tokens unle
 ``num_rows``          rows trained; ``optimizer_steps`` optimizer steps taken
 ====================  ===============================================================
 
+Rollout vs trainer logprobs, returned by the update when the backend measures them
+(:data:`fulmen.drift.UPDATE_KEYS`: the only ``drift/`` keys an update may return). They
+compare the logprob the server recorded for each trained token with the trainer's own for the
+same token, from a forward pass with the weights the rollout used (the embedded backend: its
+first optimizer step's forward; tokens whose rollout logprob was missing and recomputed are
+left out):
+
+=================================  ==========================================================
+``drift/logprob_tokens``           tokens compared
+``drift/logprob_abs_diff_mean``    mean |rollout − trainer| logprob, nats
+``drift/logprob_abs_diff_max``     largest |rollout − trainer|
+``drift/logprob_k3``               k3 estimate of KL(rollout ‖ trainer): mean of
+                                   ``exp(d) − d − 1``, ``d = trainer − rollout``
+=================================  ==========================================================
+
 A backend may add its own metrics under a namespace of its own, ``<namespace>/<name>``
-(``verl/...``, ``perf/...``); ``batch/`` and ``gigpo/`` are the driver's.
+(``verl/...``, ``perf/...``); ``batch/`` and ``gigpo/`` are the driver's, and ``drift/`` is
+the schema's own.
 
 Per-agent policies (``[[policy]]``, :mod:`fulmen.policies`): the driver adds
 ``policy/<name>/llm_calls``, ``policy/<name>/rows``, ``policy/<name>/response_tokens``,
@@ -86,12 +132,16 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 
+from fulmen.drift.metrics import STEP_KEYS as DRIFT_STEP_KEYS
+from fulmen.drift.metrics import UPDATE_KEYS as DRIFT_UPDATE_KEYS
 from fulmen.errors import BackendError
 from fulmen.protocol import EpisodeRecord, EpisodeStatus, TerminationReason
 
 __all__ = [
     "BATCH_PREFIX",
     "CREDIT_KEYS",
+    "DRIFT_STEP_KEYS",
+    "DRIFT_UPDATE_KEYS",
     "EVAL_KEYS",
     "ROLLOUT_KEYS",
     "TRAIN_KEYS",
@@ -175,8 +225,8 @@ def check_update_metrics(metrics: Mapping[str, object]) -> dict[str, float]:
 
     Raises:
         BackendError: a required key is missing, a value is not a finite number, an
-            un-namespaced key is not an update key, or a key is in ``batch/`` or ``gigpo/``; the message
-            names the key.
+            un-namespaced key is not an update key, or a key is in ``batch/`` or ``gigpo/``, or a
+            ``drift/`` key is not one of :data:`DRIFT_UPDATE_KEYS`; the message names the key.
     """
     missing = [k for k in UPDATE_REQUIRED if k not in metrics]
     if missing:
@@ -194,6 +244,11 @@ def check_update_metrics(metrics: Mapping[str, object]) -> dict[str, float]:
             )
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise BackendError(f"the backend's update returned {key} = {value!r}: not a finite number")
+        if key.startswith("drift/") and key not in DRIFT_UPDATE_KEYS:
+            raise BackendError(
+                f"the backend's update returned {key!r}: the drift/ keys an update may return "
+                f"are {', '.join(DRIFT_UPDATE_KEYS)} (see fulmen.train.schema)"
+            )
         out[key] = float(value)
     return out
 

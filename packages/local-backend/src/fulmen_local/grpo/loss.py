@@ -199,6 +199,9 @@ class LossOutput:
     0 without one), ``entropy``, ``ratio_mean``, ``ratio_max``, ``clip_fraction`` (tokens where
     the clipped term is the active one, so they get no gradient), ``approx_kl_old`` (mean of
     ``old_logp - logp``)."""
+    logprobs: torch.Tensor
+    """The policy's token logprobs of this forward pass, aligned with ``input_ids``, detached
+    (the rollout-vs-trainer drift compares them with ``old_logprobs``)."""
 
 
 def grpo_loss(
@@ -264,4 +267,4 @@ def grpo_loss(
             "clip_fraction": float(((clipped > unclipped).float() * mask).sum() / count),
             "approx_kl_old": float((-log_ratio * mask).sum() / count),
         }
-    return LossOutput(loss=loss, num_tokens=n_tokens, metrics=metrics)
+    return LossOutput(loss=loss, num_tokens=n_tokens, metrics=metrics, logprobs=logp.detach())

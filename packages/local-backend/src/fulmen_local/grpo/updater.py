@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from fulmen.rows import TrainingRow
 
+from fulmen_local.grpo.drift import LogprobDrift, compared_mask
 from fulmen_local.grpo.loss import (
     GRPOBatch,
     collate_rows,
@@ -134,17 +135,24 @@ class GRPOUpdater:
         recomputed by this model, before any optimizer step (:mod:`.old_logprobs`), never
         trained against as 0.0; ``local/recomputed_old_logprob_tokens`` counts them.
 
+        The first optimizer step's forward pass also gives the rollout-vs-trainer logprob
+        drift of its tokens (``drift/logprob_*``, :mod:`.drift`; recomputed tokens left out):
+        every trained token with ``num_minibatches = 1``.
+
         Raises:
             ValueError: no row has a trained token, or a row is longer than ``max_length``.
         """
         trainable = [r for r in rows if r.num_trained_tokens > 0]
         if not trainable:
             raise ValueError("GRPOUpdater.update: no row has a trained token (response_mask)")
+        flagged = [r.missing_logprobs for r in trainable]
         trainable, recomputed = fill_missing_logprobs(
             self.model, trainable, pad_token_id=self.pad_token_id,
             max_tokens=self.config.micro_batch_tokens, max_length=self.max_length,
             autocast=self._autocast,
         )
+        refilled = {id(r): f for r, f in zip(trainable, flagged, strict=True) if f}
+        drift = LogprobDrift()
         n_mini = min(self.config.num_minibatches, len(trainable))
         size = math.ceil(len(trainable) / n_mini)
         minibatches = [trainable[i : i + size] for i in range(0, len(trainable), size)]
@@ -156,7 +164,7 @@ class GRPOUpdater:
         loss_total = 0.0
         tokens_total = 0
         try:
-            for minibatch in minibatches:
+            for index, minibatch in enumerate(minibatches):
                 denominator = sum(r.num_trained_tokens for r in minibatch)
                 self.optimizer.zero_grad(set_to_none=True)
                 for group in pack_micro_batches(minibatch, self.config.micro_batch_tokens):
@@ -176,6 +184,12 @@ class GRPOUpdater:
                             kl_coef=self.config.kl_coef,
                             ref_logprobs=ref,
                             denominator=denominator,
+                        )
+                    if index == 0:  # the rollout's weights: nothing has been stepped yet
+                        mask = compared_mask(group, batch.response_mask.shape, refilled)
+                        drift.add(
+                            out.logprobs, batch.old_logprobs,
+                            batch.response_mask * mask.to(batch.response_mask.device),
                         )
                     if self._scaler is not None:
                         self._scaler.scale(out.loss).backward()
@@ -212,6 +226,7 @@ class GRPOUpdater:
             lr=float(self.optimizer.param_groups[0]["lr"]),
         )
         metrics["local/recomputed_old_logprob_tokens"] = float(recomputed)
+        metrics.update(drift.metrics())
         return metrics
 
     def _autocast(self) -> AbstractContextManager[Any]:

@@ -36,6 +36,7 @@ from fulmen_local.train.model_setup import (
     policy_tool_parser,
     prepare_model,
 )
+from fulmen_local.train.token_view import TokenizerView
 from fulmen_local.train.trainer_state import load_trainer_state, save_trainer_state
 from peft import PeftModel, load_peft_weights, set_peft_model_state_dict
 
@@ -59,7 +60,7 @@ def _pad_id(tokenizer: Any) -> int:
     return pad if isinstance(pad, int) else 0
 
 
-class LocalPolicy:
+class LocalPolicy(TokenizerView):
     """A policy trained and served in this process (see the module docstring).
 
     Build it with :meth:`build` (or :meth:`from_config`): the server is running and serves
@@ -125,6 +126,10 @@ class LocalPolicy:
         )
 
     # ------------------------------------------------------------------ the Policy protocol
+
+    def view_tokenizer(self) -> Any:
+        """The served tokenizer (the drift checks' :class:`fulmen.drift.TokenView`)."""
+        return self.models.tokenizer
 
     @property
     def upstream_url(self) -> str:

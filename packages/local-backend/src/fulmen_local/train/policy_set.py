@@ -43,6 +43,7 @@ from fulmen_local.train.model_setup import (
     policy_tool_parser,
     prepare_model,
 )
+from fulmen_local.train.token_view import TokenizerView
 from fulmen_local.train.trainer_state import load_trainer_state, save_trainer_state
 from peft import PeftModel, load_peft_weights, set_peft_model_state_dict
 
@@ -54,6 +55,7 @@ VERSIONS_FILE = "policies.json"
 """In a checkpoint: ``{policy name: adapter version}``."""
 
 _SUMMED = ("num_tokens", "num_rows", "optimizer_steps")
+_DRIFT_MEANS = ("drift/logprob_abs_diff_mean", "drift/logprob_k3")  # per drift/logprob_tokens
 
 
 def load_policy_set(
@@ -83,7 +85,7 @@ def _pad_id(tokenizer: Any) -> int:
     return pad if isinstance(pad, int) else 0
 
 
-class PolicySet:
+class PolicySet(TokenizerView):
     """Per-agent LoRA policies trained and served in this process (see the module docstring).
 
     Build it with :meth:`build` or :meth:`from_config`: the server is running and serves every
@@ -172,6 +174,10 @@ class PolicySet:
 
     # ------------------------------------------------------------------ the Policy protocol
 
+    def view_tokenizer(self) -> Any:
+        """The served tokenizer (the drift checks' :class:`fulmen.drift.TokenView`)."""
+        return self.models.tokenizer
+
     @property
     def upstream_url(self) -> str:
         """The inference server's base URL."""
@@ -192,11 +198,13 @@ class PolicySet:
         Returns the schema's keys over every trained token (``loss``, ``grad_norm`` and the
         means weighted by each policy's tokens; ``num_tokens``, ``num_rows``,
         ``optimizer_steps`` and the backend's namespaced counts summed; ``ratio_max`` the
-        largest) and each policy's own metrics as ``policy/<name>/<key>``.
+        largest; the ``drift/logprob_*`` means weighted by each policy's compared tokens) and
+        each policy's own metrics as ``policy/<name>/<key>``.
         """
         out: dict[str, float] = {}
         totals: dict[str, float] = {}
         tokens = 0.0
+        compared = 0.0
         for name, own in split_rows(rows, self.policies).items():
             if not any(r.num_trained_tokens for r in own):
                 continue
@@ -206,14 +214,22 @@ class PolicySet:
             out.update({f"{POLICY_PREFIX}{name}/{k}": v for k, v in metrics.items()})
             weight = metrics["num_tokens"]
             tokens += weight
+            compared += metrics.get("drift/logprob_tokens", 0.0)
             for key, value in metrics.items():
-                if key in _SUMMED or "/" in key:  # counts (local/recomputed_old_logprob_tokens)
+                if key in _DRIFT_MEANS:
+                    totals[key] = totals.get(key, 0.0) + value * metrics["drift/logprob_tokens"]
+                elif key == "drift/logprob_abs_diff_max":
+                    totals[key] = max(totals.get(key, 0.0), value)
+                elif key in _SUMMED or "/" in key:  # counts (local/recomputed_old_logprob_tokens)
                     totals[key] = totals.get(key, 0.0) + value
                 elif key == "ratio_max":
                     totals[key] = max(totals.get(key, 0.0), value)
                 elif key != "lr":  # each policy has its own
                     totals[key] = totals.get(key, 0.0) + value * weight
         for key, value in totals.items():
+            if key in _DRIFT_MEANS:
+                out[key] = value / max(compared, 1.0)
+                continue
             plain = key in _SUMMED or "/" in key or key == "ratio_max"
             out[key] = value if plain else value / max(tokens, 1.0)
         if not tokens:

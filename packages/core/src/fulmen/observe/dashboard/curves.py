@@ -57,6 +57,17 @@ CHARTS: tuple[Chart, ...] = (
         ),
     ),
     Chart(id="tools", title="Tool calls per LLM call", series=(("tool_call_rate", "tool-call rate"),)),
+    Chart(
+        id="drift",
+        title="Token drift: rollout vs trainer logprobs, re-rendered prompts, prefix breaks",
+        series=(
+            ("logprob_drift", "mean |Δ logprob|"),
+            ("logprob_drift_max", "max |Δ logprob|"),
+            ("logprob_k3", "k3 KL(rollout ‖ trainer)"),
+            ("render_mismatch_rate", "re-render mismatch rate"),
+            ("prefix_break_rate", "prefix break rate"),
+        ),
+    ),
 )
 """The curves page, top to bottom."""
 
