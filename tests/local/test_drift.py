@@ -66,6 +66,7 @@ class Run:
     base: Path
     train_row: dict[str, Any]
     records: list[EpisodeRecord]
+    log: list[str]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         "local": {"threads": 2},
     }  # fmt: skip
     try:
-        run_training(parse_config(raw, base_dir=str(REPO)), log=lambda _: None)
+        log: list[str] = []
+        run_training(parse_config(raw, base_dir=str(REPO)), log=log.append)
         out = root / "run"
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         store = open_store(out / "episodes.db")
@@ -97,7 +99,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             records = store.records([e.id for e in store.list_episodes()])
         finally:
             store.close()
-        yield Run(out, base, next(r for r in rows if r["kind"] == "train"), records)
+        yield Run(out, base, next(r for r in rows if r["kind"] == "train"), records, log)
     finally:
         sys.path.remove(str(root))
 
@@ -171,6 +173,12 @@ def test_a_real_step_compares_rollout_and_trainer_logprobs_and_re_renders_every_
     assert row["drift/logprob_tokens"] == row["num_tokens"] > 0
     assert 0.0 <= row["drift/logprob_abs_diff_mean"] <= row["drift/logprob_abs_diff_max"] < 1e-3
     assert 0.0 <= row["drift/logprob_k3"] < 1e-6
+    # the run's figures so far (one step: the step's)
+    assert row["drift/run_prefix_break_rate"] == row["drift/prefix_break_rate"]
+    assert row["drift/run_render_mismatch_rate"] == 0.0
+    assert row["drift/run_anomalies"] == row["drift/special_tokens_dropped"]
+    for key in ("abs_diff_mean", "abs_diff_max", "k3"):
+        assert row[f"drift/run_logprob_{key}"] == pytest.approx(row[f"drift/logprob_{key}"])
     kinds = {a.kind for a in check_metrics([row])}
     assert "logprob_drift" not in kinds
     assert ("prompt_drift" in kinds) == (row["drift/special_tokens_dropped"] > 0)
@@ -184,11 +192,11 @@ def _rows_of_step(run: Run) -> list[Any]:
 def test_perturbed_rollout_logprobs_are_measured_and_alarm(run: Run) -> None:
     rows = _rows_of_step(run)
     model, tokenizer = load_causal_lm(run.base)  # version 0: the weights that served the step
-    pad = int(tokenizer.pad_token_id or 0)
+    pad: Any = tokenizer.pad_token_id or 0
 
     def drift(rows: list[Any]) -> dict[str, float]:
         fresh, _ = load_causal_lm(run.base)
-        metrics = GRPOUpdater(fresh, GRPOConfig(lr=1e-6), pad_token_id=pad).update(rows)
+        metrics = GRPOUpdater(fresh, GRPOConfig(lr=1e-6), pad_token_id=int(pad)).update(rows)
         return {k: v for k, v in metrics.items() if k.startswith("drift/")} | {"num_tokens": metrics["num_tokens"]}
 
     del model

@@ -15,8 +15,10 @@ check.
 from fulmen.drift.hf_view import HFTokenView
 from fulmen.drift.metrics import (
     LOGPROB_KEYS,
+    RUN_KEYS,
     STEP_KEYS,
     UPDATE_KEYS,
+    run_drift_metrics,
     run_drift_summary,
     step_drift_metrics,
 )
@@ -26,6 +28,7 @@ from fulmen.drift.tokens import ANOMALY_KINDS, RenderCheck, TokenView, render_ch
 __all__ = [
     "ANOMALY_KINDS",
     "LOGPROB_KEYS",
+    "RUN_KEYS",
     "STEP_KEYS",
     "TOKEN_DRIFT_REASONS",
     "UPDATE_KEYS",
@@ -36,6 +39,7 @@ __all__ = [
     "first_divergence",
     "prefix_checks",
     "render_check",
+    "run_drift_metrics",
     "run_drift_summary",
     "step_drift_metrics",
     "token_anomalies",

@@ -22,8 +22,10 @@ __all__ = [
     "LOGPROB_KEYS",
     "PREFIX_KEYS",
     "RENDER_KEYS",
+    "RUN_KEYS",
     "STEP_KEYS",
     "UPDATE_KEYS",
+    "run_drift_metrics",
     "run_drift_summary",
     "step_drift_metrics",
 ]
@@ -54,6 +56,17 @@ LOGPROB_KEYS: tuple[str, ...] = (
 )
 UPDATE_KEYS: tuple[str, ...] = LOGPROB_KEYS
 """``drift/`` keys a backend's update may return (and no other ``drift/`` key)."""
+
+
+RUN_KEYS: tuple[str, ...] = (
+    "drift/run_prefix_break_rate",
+    "drift/run_render_mismatch_rate",
+    "drift/run_anomalies",
+    "drift/run_logprob_abs_diff_mean",
+    "drift/run_logprob_abs_diff_max",
+    "drift/run_logprob_k3",
+)
+"""The run's figures so far, written on every train row (:func:`run_drift_metrics`)."""
 
 
 def step_drift_metrics(records: Sequence[EpisodeRecord], view: TokenView | None) -> dict[str, float]:
@@ -128,4 +141,20 @@ def run_drift_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         for key in ("drift/logprob_abs_diff_mean", "drift/logprob_k3"):
             out[key] = sum(w * (_num(r, key) or 0.0) for w, r in weighted) / total
         out["drift/logprob_abs_diff_max"] = max(_num(r, "drift/logprob_abs_diff_max") or 0.0 for _, r in weighted)
+    return out
+
+
+def run_drift_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """:data:`RUN_KEYS` from :func:`run_drift_summary` of ``rows`` (the run's train rows so far,
+    the current one included): the two rates pooled over the run, ``drift/run_anomalies`` the
+    token anomalies counted so far, and the logprob figures; a figure no row had is absent."""
+    summary = run_drift_summary(rows)
+    out = {
+        f"drift/run_{key.removeprefix('drift/')}": value
+        for key, value in summary.items()
+        if f"drift/run_{key.removeprefix('drift/')}" in RUN_KEYS
+    }
+    anomalies = [summary[f"drift/{k}"] for k in ANOMALY_KINDS if f"drift/{k}" in summary]
+    if anomalies:
+        out["drift/run_anomalies"] = sum(anomalies)
     return out

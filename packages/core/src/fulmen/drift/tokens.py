@@ -9,7 +9,9 @@ step; without one they are skipped and their metrics absent.
   the server ran. When they do not, anything that rebuilds sequences from messages (an SFT
   pass, a trainer that re-tokenises, the next call's prompt) sees other tokens than the model
   did. Completions calls (``metadata["endpoint"] == "completions"``) are not checked: their
-  "message" is the raw prompt text, not a chat.
+  "message" is the raw prompt text, not a chat; nor are calls flagged :data:`TOKEN_IN_FLAG`
+  (the gateway sent the server token ids, the earlier call's ids + the new messages' rendering,
+  which differ from a full re-render by design).
 * **Token anomalies** (:func:`token_anomalies`), each a call count; none changes what is
   trained (the recorded ids are trained as they are), they say where the text the agent saw
   differs from those ids:
@@ -39,6 +41,7 @@ from fulmen.protocol import Transition
 
 __all__ = [
     "ANOMALY_KINDS",
+    "TOKEN_IN_FLAG",
     "TOOL_CALL_OPEN",
     "RenderCheck",
     "TokenView",
@@ -48,6 +51,10 @@ __all__ = [
 
 TOOL_CALL_OPEN = "<tool_call>"
 """The Hermes tool-call opening tag (Qwen2/2.5/3 and the Hermes family)."""
+
+TOKEN_IN_FLAG = "token_in"
+""":attr:`Transition.flags <fulmen.protocol.Transition.flags>` entry of a call whose prompt the
+gateway sent as token ids (exact continuity): never re-rendered."""
 
 ANOMALY_KINDS: tuple[str, ...] = (
     "tool_tail_dropped",
@@ -114,13 +121,19 @@ def _template_kwargs(t: Transition) -> Mapping[str, Any]:
 
 def render_check(t: Transition, view: TokenView) -> RenderCheck | None:
     """``t``'s recorded messages rendered by ``view`` and compared with its served prompt ids;
-    None for a call that cannot be checked (no messages or prompt ids, a completions call).
+    None for a call that cannot be checked (no messages or prompt ids, a completions call, a
+    :data:`TOKEN_IN_FLAG` call).
 
     Raises:
         Exception: whatever ``view.render_prompt`` raises (a template that rejects the
             messages); the caller counts it.
     """
-    if not t.request_messages or not t.prompt_token_ids or t.metadata.get("endpoint") == "completions":
+    if (
+        not t.request_messages
+        or not t.prompt_token_ids
+        or t.metadata.get("endpoint") == "completions"
+        or TOKEN_IN_FLAG in t.flags
+    ):
         return None
     rendered = tuple(view.render_prompt(t.request_messages, t.request_tools, _template_kwargs(t)))
     served = t.prompt_token_ids

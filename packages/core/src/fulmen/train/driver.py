@@ -45,7 +45,7 @@ from typing import Any
 from fulmen.batch import build_batch, group_records
 from fulmen.config import ConfigError, TrainConfig
 from fulmen.credit import assigner_from_config
-from fulmen.drift import TokenView, step_drift_metrics
+from fulmen.drift import TokenView, run_drift_metrics, step_drift_metrics
 from fulmen.gateway import Gateway
 from fulmen.loading import load_object, load_tasks
 from fulmen.observe.alarms import AlarmMonitor
@@ -177,7 +177,8 @@ class StepDriver:
             self.log(f"resumed from {checkpoint.path} (step {start_step})")
         out.mkdir(parents=True, exist_ok=True)
         # Trackers first: a missing one fails before any episode runs.
-        alarms = AlarmMonitor(config.alarms, history=read_metrics(out / "metrics.jsonl"))
+        history = [r for r in read_metrics(out / "metrics.jsonl") if r.get("kind", "train") == "train"]
+        alarms = AlarmMonitor(config.alarms, history=history)
         metrics = MetricsWriter(
             out, tensorboard=self.tensorboard, trackers=config.run.trackers,
             run_name=config.run.name, config=asdict(config),
@@ -241,6 +242,8 @@ class StepDriver:
                     after = await evaluate_tasks(runner, agent, eval_tasks, seed=config.run.seed)
                     metrics.write("eval", done, after.row())
                     row["eval_success_rate"] = after.success_rate
+                history.append(row)
+                row.update(run_drift_metrics(history))
                 row["step_s"] = time.perf_counter() - step_started
                 metrics.write("train", done, row)
                 alarms.observe({"kind": "train", "step": done, **row})

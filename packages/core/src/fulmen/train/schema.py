@@ -72,6 +72,12 @@ keys :data:`fulmen.drift.STEP_KEYS`; ``docs/drift.md`` says what to check when o
                                        character
 =====================================  ======================================================
 
+And the run so far, on every train row (:func:`fulmen.drift.run_drift_metrics`, keys
+:data:`fulmen.drift.RUN_KEYS`): ``drift/run_prefix_break_rate`` and
+``drift/run_render_mismatch_rate`` (pooled over every step), ``drift/run_anomalies`` (token
+anomalies counted so far), ``drift/run_logprob_abs_diff_mean`` and ``drift/run_logprob_k3``
+(weighted by compared tokens) and ``drift/run_logprob_abs_diff_max`` (the largest so far).
+
 Timing, written by the driver: ``rollout_s`` (episodes), ``update_s`` (the policy's update),
 ``publish_s`` (publishing the new version: the weight sync into the server), ``step_s`` (the
 whole step, evaluation included), ``rollout_tokens_per_s`` and ``train_tokens_per_s``
