@@ -172,7 +172,7 @@ def test_a_real_step_compares_rollout_and_trainer_logprobs_and_re_renders_every_
     # the update's first forward compared every trained token with the server's logprob
     assert row["drift/logprob_tokens"] == row["num_tokens"] > 0
     assert 0.0 <= row["drift/logprob_abs_diff_mean"] <= row["drift/logprob_abs_diff_max"] < 1e-3
-    assert 0.0 <= row["drift/logprob_k3"] < 1e-6
+    assert 0.0 <= row["drift/logprob_k3"] < 1e-9  # k3 >= 0 always (computed in float64)
     # the run's figures so far (one step: the step's)
     assert row["drift/run_prefix_break_rate"] == row["drift/prefix_break_rate"]
     assert row["drift/run_render_mismatch_rate"] == 0.0
@@ -181,7 +181,7 @@ def test_a_real_step_compares_rollout_and_trainer_logprobs_and_re_renders_every_
         assert row[f"drift/run_logprob_{key}"] == pytest.approx(row[f"drift/logprob_{key}"])
     kinds = {a.kind for a in check_metrics([row])}
     assert "logprob_drift" not in kinds
-    assert ("prompt_drift" in kinds) == (row["drift/special_tokens_dropped"] > 0)
+    assert ("prompt_drift" in kinds) == (row["drift/special_tokens_dropped"] / 24 > 0.02)
 
 
 def _rows_of_step(run: Run) -> list[Any]:
@@ -270,7 +270,11 @@ def test_fulmen_show_drift_prints_the_first_diverging_token(run: Run, capsys: py
     assert f"[{first.expected[at]}:{view.decode([first.expected[at]])!r}]" in out[3]
     assert f"[{first.next.prompt_token_ids[at]}:" in out[4]
     assert "re-rendered prompts: 3 checked, 0 differ from the served ids" in out
-    dropped = [seq for episode, seq in _dropped_calls(run, special, eos) if episode == record.episode.id]
+    dropped = [t for t in record.transitions if (record.episode.id, t.seq) in _dropped_calls(run, special, eos)]
+    where = [next(i for i, tok in enumerate(t.response_token_ids) if tok in special) for t in dropped]
     assert out[-1] == "token anomalies: " + (
-        ", ".join(f"call {seq} special_tokens_dropped" for seq in dropped) or "none"
+        ", ".join(
+            f"call {t.seq} special_tokens_dropped ({view.decode([t.response_token_ids[i]])} at response token {i})"
+            for t, i in zip(dropped, where, strict=True)
+        ) or "none"
     )

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from fulmen.drift.prefix import prefix_checks
 from fulmen.drift.tokens import TokenView, render_check, token_anomalies
-from fulmen.protocol import EpisodeRecord
+from fulmen.protocol import EpisodeRecord, Transition
 
 __all__ = ["CONTEXT", "MAX_SHOWN", "drift_report"]
 
@@ -92,8 +92,18 @@ def drift_report(record: EpisodeRecord, *, view: TokenView | None = None, decode
     if len(differ) > MAX_SHOWN:
         lines.append(f"  (+{len(differ) - MAX_SHOWN} more)")
     lines.extend(errors[:MAX_SHOWN])
-    found = [(t.seq, k) for t in record.transitions for k in token_anomalies(t, view)]
-    lines.append(
-        "token anomalies: " + (", ".join(f"call {seq} {kind}" for seq, kind in found) if found else "none")
-    )
+    found = [f"call {t.seq} {k}{_where(t, k, view)}" for t in record.transitions for k in token_anomalies(t, view)]
+    lines.append("token anomalies: " + (", ".join(found) if found else "none"))
     return lines
+
+
+def _where(t: Transition, kind: str, view: TokenView) -> str:
+    """Where a dropped special token sits in the response (the first one), else nothing."""
+    if kind != "special_tokens_dropped":
+        return ""
+    ids = t.response_token_ids
+    for i, token in enumerate(ids[:-1]):
+        text = view.decode([token])
+        if text in view.special_tokens:
+            return f" ({text} at response token {i})"
+    return ""

@@ -130,7 +130,7 @@ class AlarmThresholds:
     """Warn when the mean |rollout − trainer| logprob (nats) exceeds this (critical at 10x)."""
     render_mismatch_rate: float = 0.02
     """Warn when more than this share of re-rendered prompts differ from the served ids."""
-    token_anomaly_rate: float = 0.01
+    token_anomaly_rate: float = 0.02
     """Warn when token anomalies hit more than this share of a step's LLM calls."""
     infra_failure_rate: float = 0.1
     """Warn when more than this fraction of episodes failed for infrastructure reasons."""
