@@ -115,6 +115,12 @@ def test_logprob_drift_alarm_thresholds() -> None:
     [alarm] = check_metrics([_row(1, **_logprob(0.2, 0.05))])
     assert alarm.severity == "critical"
     assert check_metrics([_row(1, **_logprob(0.2, 0.5, tokens=0))]) == []  # nothing compared
+    # fulmen-verl's bypass mode: the k3 of its loss alone
+    [alarm] = check_metrics([_row(1, **{"drift/logprob_k3": 0.05})])
+    assert (alarm.kind, alarm.severity) == ("logprob_drift", "warning") and "|Δ|" not in alarm.message
+    assert run_drift_summary([_row(1, **{"drift/logprob_k3": 0.05}), _row(2, **{"drift/logprob_k3": 0.03})]) == {
+        "drift/logprob_k3": pytest.approx(0.04)
+    }
     loose = AlarmThresholds(logprob_drift_k3=0.5, logprob_drift_mean=1.0)
     assert check_metrics([_row(1, **_logprob(0.2, 0.5))], loose) == []
 

@@ -116,7 +116,9 @@ def _num(row: Mapping[str, Any], key: str) -> float | None:
 def run_drift_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """The run's drift so far, from its train rows (``metrics.jsonl``, oldest first): totals
     of the counts, rates over the whole run, the token-weighted mean |Δ| and k3, the largest
-    |Δ|. Keys as :data:`STEP_KEYS` / :data:`UPDATE_KEYS`; a key no row had is absent."""
+    |Δ|. Keys as :data:`STEP_KEYS` / :data:`UPDATE_KEYS`; a key no row had is absent. Rows
+    with a ``drift/logprob_k3`` but no token count (fulmen-verl's bypass mode) give the plain
+    mean of their k3 when no row has a count."""
     train = [r for r in rows if r.get("kind", "train") == "train"]
     out: dict[str, float] = {}
     sums: dict[str, float] = {}
@@ -136,6 +138,9 @@ def run_drift_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     weighted = [
         (w, r) for r in train if (w := _num(r, "drift/logprob_tokens")) is not None and w > 0
     ]
+    k3_only = [v for r in train if "drift/logprob_tokens" not in r and (v := _num(r, "drift/logprob_k3")) is not None]
+    if k3_only and not weighted:  # fulmen-verl's bypass mode: the k3 of its loss, no token count
+        out["drift/logprob_k3"] = sum(k3_only) / len(k3_only)
     if weighted:
         total = sum(w for w, _ in weighted)
         for key in ("drift/logprob_abs_diff_mean", "drift/logprob_k3"):

@@ -327,15 +327,17 @@ def _drift(train: Sequence[Mapping[str, Any]], th: AlarmThresholds) -> Alarm | N
 
 
 def _logprob_drift(row: Mapping[str, Any], th: AlarmThresholds) -> Alarm | None:
+    # fulmen-verl's bypass mode reports the k3 alone (from its loss), without the token count
     k3 = _num(row, "drift/logprob_k3")
     mean = _num(row, "drift/logprob_abs_diff_mean")
-    if k3 is None or mean is None or not _num(row, "drift/logprob_tokens"):
+    if k3 is None or _num(row, "drift/logprob_tokens") == 0:
         return None
     over = max(k3 / th.logprob_drift_k3 if th.logprob_drift_k3 else 0.0,
-               mean / th.logprob_drift_mean if th.logprob_drift_mean else 0.0)  # fmt: skip
+               (mean or 0.0) / th.logprob_drift_mean if th.logprob_drift_mean else 0.0)  # fmt: skip
     if over <= 1.0:
         return None
-    worst = _num(row, "drift/logprob_abs_diff_max") or 0.0
+    worst = _num(row, "drift/logprob_abs_diff_max")
+    detail = "" if mean is None or worst is None else f", mean |Δ| {mean:.4f}, max |Δ| {worst:.3f} nats"
     return Alarm(
         kind="logprob_drift",
         severity="critical" if over > 10.0 else "warning",
@@ -343,7 +345,7 @@ def _logprob_drift(row: Mapping[str, Any], th: AlarmThresholds) -> Alarm | None:
         value=k3,
         threshold=th.logprob_drift_k3,
         message=f"the trainer's logprobs differ from the server's on the same tokens: k3 KL "
-        f"{k3:.4f}/token, mean |Δ| {mean:.4f}, max |Δ| {worst:.3f} nats",
+        f"{k3:.4f}/token{detail}",
         what_to_look_at="whether the server and the trainer run the same weights (a publish that "
         "did not reach the server, a stale policy version), the same dtype and kernels (bf16 "
         "serving vs fp32 training), the same sampling logprobs (raw, not temperature-processed), "
