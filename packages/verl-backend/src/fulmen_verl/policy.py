@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fulmen.config import TrainConfig
+from fulmen.drift import HFTokenView
 from fulmen.errors import ConfigError
 from fulmen.rows import TrainingRow
 
@@ -50,9 +51,13 @@ BYPASS_K3 = "actor/rollout_corr/k3_kl"
 """verl's rollout-vs-trainer k3 from the bypass loss (a mean over the update's micro-batches)."""
 
 
-class VerlPolicy:
+class VerlPolicy(HFTokenView):
     """A policy trained by verl's workers and served by verl's vLLM replicas (module
     docstring). Build it with :meth:`start`; it serves version 0 when built.
+
+    It is also the drift checks' :class:`fulmen.drift.TokenView` over the tokenizer verl's
+    actor and vLLM load (:class:`~fulmen.drift.HFTokenView`: the step driver re-renders the
+    recorded chat calls and counts token anomalies).
 
     Args:
         trainer: verl's ``RayPPOTrainer`` with its workers started
@@ -78,6 +83,7 @@ class VerlPolicy:
         own_front: bool = False,
         initial: Path | None = None,
     ) -> None:
+        super().__init__(trainer.tokenizer)
         self.trainer: Any = trainer
         """verl's ``RayPPOTrainer``."""
         self._num_mini_batches = verl.num_mini_batches

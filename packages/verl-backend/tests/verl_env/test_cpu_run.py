@@ -80,6 +80,9 @@ def test_two_verl_steps_train_evaluate_checkpoint_and_sync_into_vllm(verl_sessio
         assert all(key in row for key in STEP_TIME_KEYS)
         # bypass mode, one optimizer step: verl's own k3 of vLLM's vs the actor's logprobs
         assert 0.0 <= row["drift/logprob_k3"] < 1e-4
+        # VerlPolicy is a TokenView: every chat call re-rendered with the tokenizer verl loads
+        assert row["drift/render_checked"] == row["llm_calls"] == 8
+        assert row["drift/render_mismatches"] == 0 and row["drift/render_errors"] == 0
     assert all(r["episodes"] == 4 for r in rows if r["kind"] == "eval")
     # the served policy version advanced, and vLLM served the trainer's weights each time ...
     assert (before.served_version, after.served_version) == (0, 2)
