@@ -41,12 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 STEP_COLUMNS: tuple[tuple[str, str], ...] = (
     ("rollout_s", "rollout"),
-    ("verl/old_log_prob_s", "old-logprob"),
-    ("verl/update_actor_s", "update (verl actor)"),
+    ("verl/sleep_s", "vLLM sleep"),
+    ("verl/old_logprob_s", "old-logprob"),
+    ("verl/actor_update_s", "actor update"),
     ("update_s", "update (whole)"),
     ("publish_s", "weight sync"),
-    ("weight_sync_s", "weight sync"),
-    ("step_s", "step"),
+    ("step_s", "step (eval included)"),
 )
 """Per-step timing keys of ``metrics.jsonl`` shown in the breakdown table (those present)."""
 
@@ -126,6 +126,10 @@ def _load_range(result: dict[str, Any]) -> str:
     return f"{result['load_before']:.1f} at start, {min(loads):.1f}–{max(loads):.1f} during"
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.2f}" if value < 1 else f"{value:.1f}"
+
+
 def markdown(results: Sequence[dict[str, Any]]) -> str:
     """The held-out table and the per-step breakdown table of the results."""
     lines = [
@@ -149,7 +153,7 @@ def markdown(results: Sequence[dict[str, Any]]) -> str:
     ]
     for r in results:
         for row in _trains(r):
-            cells = [f"{row[key]:.1f}" if key in row else "–" for key, _ in present]
+            cells = [_seconds(row[key]) if key in row else "–" for key, _ in present]
             lines.append(
                 f"| {r['backend']} | {row['step']} | " + " | ".join(cells)
                 + f" | {row.get('rows', '–')} | {row.get('reward_mean', float('nan')):.2f} |"
@@ -182,6 +186,7 @@ def plot(results: Sequence[dict[str, Any]], png: Path) -> None:
     by_time.set_title("held-out success by wall clock (start-up included)")
     by_time.set_xlabel("seconds since `fulmen train` started")
     by_time.set_ylim(-0.02, 1.02)
+    by_time.set_xlim(0, max(960.0, *(r["wall_s"] + 30 for r in results)))
     by_time.axvline(900, color="grey", linestyle=":", label="15 min")
     by_time.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
