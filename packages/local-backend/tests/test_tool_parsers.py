@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from fulmen.toolcalls.base import find_call_start
 from fulmen_local.model.tokenizer import build_tokenizer
 from fulmen_local.server.outputs import SequenceOutput, TokenEvent
 from fulmen_local.server.template import template_supports_tools
@@ -22,7 +23,6 @@ from fulmen_local.server.tool_parsers import (
     default_tool_parser,
     get_tool_parser,
 )
-from fulmen_local.server.tool_parsers.base import find_call_start
 from transformers import PreTrainedTokenizerFast
 
 Calls = list[tuple[str, dict[str, Any]]]

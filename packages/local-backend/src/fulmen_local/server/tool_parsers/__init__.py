@@ -1,29 +1,26 @@
-"""Tool-call parsers of the embedded server, named like vLLM's ``--tool-call-parser``.
+"""Tool-call parsing in the embedded server.
 
-* ``hermes`` — ``<tool_call>{json}</tool_call>`` (Qwen2/2.5/3, Hermes);
-* ``llama3_json`` — ``<|python_tag|>{"name": ..., "parameters": {...}}; {...}`` (Llama 3.x);
-* ``pythonic`` — ``[f(a=1), g(b="x")]`` (Llama 3.2/4 pythonic prompts), read with ``ast``;
-* ``phi4_mini_json`` — ``functools[{"name": ..., "arguments": {...}}]`` (Phi-4-mini);
-* ``mistral`` — ``[TOOL_CALLS][{...}]`` or ``[TOOL_CALLS]name{...}`` (Mistral).
-
-:func:`get_tool_parser` builds one by name, :func:`default_tool_parser` names a model family's
-default. A parser (:class:`ToolParser`) turns a finished completion into content plus OpenAI
-``tool_calls`` (:class:`ParsedToolCalls`) or None; :class:`ToolCallStreamFilter` streams the
-content before a call starts. :class:`ToolCallDecoding` connects a parser to a tokenizer (the
-special tokens the parser must see) and to the engine's outputs.
+The parsers themselves (``hermes``, ``llama3_json``, ``pythonic``, ``phi4_mini_json``,
+``mistral``; :func:`get_tool_parser`, :func:`default_tool_parser`, :class:`ToolCallStreamFilter`)
+live in core, :mod:`fulmen.toolcalls`, shared with the gateway; they are re-exported here.
+:class:`ToolCallDecoding` connects a parser to a tokenizer (the special tokens the parser must
+see) and to the engine's outputs.
 """
 
 from __future__ import annotations
 
-from fulmen_local.server.tool_parsers.base import ParsedToolCalls, ToolParser, new_tool_call_id
-from fulmen_local.server.tool_parsers.decoding import ChoiceToolCalls, ToolCallDecoding
-from fulmen_local.server.tool_parsers.registry import (
+from fulmen.toolcalls import (
     TOOL_PARSER_NAMES,
+    ParsedToolCalls,
+    ToolCallStreamFilter,
+    ToolParser,
     UnknownToolParserError,
     default_tool_parser,
     get_tool_parser,
+    new_tool_call_id,
 )
-from fulmen_local.server.tool_parsers.stream import ToolCallStreamFilter
+
+from fulmen_local.server.tool_parsers.decoding import ChoiceToolCalls, ToolCallDecoding
 
 __all__ = [
     "TOOL_PARSER_NAMES",

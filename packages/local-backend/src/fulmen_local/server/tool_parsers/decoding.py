@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fulmen.toolcalls.base import ParsedToolCalls, ToolParser
+from fulmen.toolcalls.stream import ToolCallStreamFilter
 from transformers import PreTrainedTokenizerBase
 
 from fulmen_local.server.outputs import SequenceOutput, TokenEvent
 from fulmen_local.server.textstream import Decode, TextStream
 from fulmen_local.server.tokens import make_decoder, special_marker_ids
-from fulmen_local.server.tool_parsers.base import ParsedToolCalls, ToolParser
-from fulmen_local.server.tool_parsers.stream import ToolCallStreamFilter
 
 __all__ = ["ChoiceToolCalls", "ToolCallDecoding"]
 

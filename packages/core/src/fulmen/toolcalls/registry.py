@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fulmen.errors import ConfigError
-
-from fulmen_local.server.tool_parsers.base import ToolParser
-from fulmen_local.server.tool_parsers.hermes import HermesToolParser
-from fulmen_local.server.tool_parsers.llama3_json import Llama3JsonToolParser
-from fulmen_local.server.tool_parsers.mistral import MistralToolParser
-from fulmen_local.server.tool_parsers.phi4_mini_json import Phi4MiniJsonToolParser
-from fulmen_local.server.tool_parsers.pythonic import PythonicToolParser
+from fulmen.toolcalls.base import ToolParser
+from fulmen.toolcalls.hermes import HermesToolParser
+from fulmen.toolcalls.llama3_json import Llama3JsonToolParser
+from fulmen.toolcalls.mistral import MistralToolParser
+from fulmen.toolcalls.phi4_mini_json import Phi4MiniJsonToolParser
+from fulmen.toolcalls.pythonic import PythonicToolParser
 
 __all__ = [
     "TOOL_PARSER_NAMES",

@@ -17,7 +17,7 @@ import secrets
 import string
 from typing import Any, cast
 
-from fulmen_local.server.tool_parsers.base import (
+from fulmen.toolcalls.base import (
     ParsedToolCalls,
     arguments_json,
     decode_at,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fulmen_local.server.tool_parsers.base import (
+from fulmen.toolcalls.base import (
     ParsedToolCalls,
     decode_at,
     find_call_start,

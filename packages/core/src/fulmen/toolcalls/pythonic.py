@@ -13,7 +13,7 @@ import json
 import warnings
 from typing import Any
 
-from fulmen_local.server.tool_parsers.base import (
+from fulmen.toolcalls.base import (
     ParsedToolCalls,
     find_call_start,
     openai_tool_call,

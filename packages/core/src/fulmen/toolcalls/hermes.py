@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from fulmen_local.server.tool_parsers.base import (
+from fulmen.toolcalls.base import (
     ParsedToolCalls,
     find_call_start,
     json_call,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fulmen_local.server.tool_parsers.base import (
+from fulmen.toolcalls.base import (
     ParsedToolCalls,
     ToolParser,
     find_call_start,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from fulmen_local.server.tool_parsers.base import (
+from fulmen.toolcalls.base import (
     ParsedToolCalls,
     decode_at,
     find_call_start,
