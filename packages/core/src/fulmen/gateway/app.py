@@ -29,6 +29,7 @@ import aiohttp
 from aiohttp import web
 
 from fulmen.gateway.authority import allows
+from fulmen.gateway.continuity import ContinuityStats
 from fulmen.gateway.control import ControlRoutes
 from fulmen.gateway.errors import GatewayError, error_body
 from fulmen.gateway.http_guard import JsonErrorServer, check_headers, expect_handler
@@ -36,10 +37,12 @@ from fulmen.gateway.loop_thread import LoopThread
 from fulmen.gateway.proxy import Proxy
 from fulmen.gateway.registry import EpisodeRegistry, check_episode_id
 from fulmen.gateway.store_lock import StoreLock
+from fulmen.gateway.token_in import Continuator
 from fulmen.gateway.upstream import upstream_base
 from fulmen.policies import PolicyRoutes
 from fulmen.protocol import Annotation, Episode, EpisodeStatus, Reward, Task, TerminationReason
 from fulmen.store.base import EpisodeNotFound, Store
+from fulmen.toolcalls import get_tool_parser
 
 __all__ = ["Gateway"]
 
@@ -92,6 +95,14 @@ class Gateway:
             ``--tool-strict-level function`` or ``parameter``): tokens from a call's first
             ``<tool_call>`` on are recorded as constrained (:mod:`fulmen.gateway.constrained`)
             even when its tools are not ``strict``.
+        continuity: Exact-continuity mode (:mod:`fulmen.gateway.continuity`): a chat call that
+            extends the previous call of its episode and agent is served token-in through
+            the upstream's ``/v1/completions`` (prompt = the earlier prompt + response ids +
+            the new messages rendered by the upstream's ``/tokenize``), so consecutive calls
+            merge into one exact training row. :attr:`continuity_stats` counts what it did.
+        tool_parser: With ``continuity``: the upstream's tool-call parser (vLLM's
+            ``--tool-call-parser``; one of :data:`fulmen.toolcalls.TOOL_PARSER_NAMES`), which
+            turns a token-in completion back into a chat answer with ``tool_calls``.
 
     Use ``async with Gateway(...)`` (or :meth:`start`/:meth:`stop`) inside a running loop, or
     ``with Gateway(...)`` (:meth:`start_in_thread`/:meth:`stop_thread`) from sync code.
@@ -113,6 +124,8 @@ class Gateway:
         upstream_headers: Mapping[str, str] | None = None,
         routes: PolicyRoutes | None = None,
         strict_tools: bool = False,
+        continuity: bool = False,
+        tool_parser: str = "hermes",
     ) -> None:
         if store_writes not in ("inline", "thread"):
             raise ValueError(f"store_writes: expected 'inline' or 'thread', got {store_writes!r}")
@@ -136,6 +149,9 @@ class Gateway:
         self._upstream_headers = dict(upstream_headers or {})
         self._routes = routes
         self._strict_tools = strict_tools
+        self._continuity = continuity
+        self._tool_parser = get_tool_parser(tool_parser).name  # an unknown name fails here
+        self._continuator: Continuator | None = None
         self._registry = EpisodeRegistry(store)
         self.unattributed_calls = 0
         """LLM calls refused because they named no episode (flagged, never guessed)."""
@@ -154,6 +170,14 @@ class Gateway:
         if not self._url:
             raise RuntimeError("the gateway is not started: call start() or start_in_thread()")
         return self._url
+
+    @property
+    def continuity_stats(self) -> ContinuityStats:
+        """With ``continuity``: calls served token-in, and served normally by reason (zeros
+        before start or without ``continuity``)."""
+        if self._continuator is None:
+            return ContinuityStats()
+        return self._continuator.stats
 
     @property
     def store(self) -> Store:
@@ -183,6 +207,8 @@ class Gateway:
             cookie_jar=aiohttp.DummyCookieJar(),
             headers=self._upstream_headers,
         )
+        if self._continuity:
+            self._continuator = Continuator(self._upstream, self._session, self._tool_parser)
         proxy = Proxy(
             store=self._store,
             registry=self._registry,
@@ -193,6 +219,7 @@ class Gateway:
             run_blocking=self._run_blocking,
             routes=self._routes,
             strict_tools=self._strict_tools,
+            continuity=self._continuator,
         )
         app = web.Application(middlewares=[self._middleware], client_max_size=self._max_body)
         self._add_routes(app, proxy)
@@ -459,6 +486,8 @@ class Gateway:
         Raises:
             GatewayError: 400 unfinished status, 404 unknown, 409 already finished.
         """
+        if self._continuator is not None:
+            self._continuator.forget(episode_id)
         return self._registry.finish(
             episode_id, status=status, termination=termination, error=error, metadata=metadata
         )

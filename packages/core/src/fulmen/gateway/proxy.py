@@ -30,6 +30,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -46,8 +47,10 @@ from fulmen.gateway.capture import (
     transitions_from_response,
 )
 from fulmen.gateway.constrained import constraint_of
+from fulmen.gateway.continuity import chat_response, completion_body
 from fulmen.gateway.errors import GatewayError
 from fulmen.gateway.registry import EpisodeRegistry
+from fulmen.gateway.token_in import Continuator
 from fulmen.gateway.upstream import Wants, iter_sse_data, shape_request, strip_chunk, strip_response
 from fulmen.policies import PolicyRoutes
 from fulmen.protocol import FailedCall, Transition
@@ -93,9 +96,11 @@ class Proxy:
         run_blocking: RunBlocking,
         routes: PolicyRoutes | None = None,
         strict_tools: bool = False,
+        continuity: Continuator | None = None,
     ) -> None:
         self._store = store
         self._strict_tools = strict_tools
+        self._continuity = continuity
         self._routes = routes
         self._registry = registry
         self._upstream = upstream
@@ -240,12 +245,14 @@ class Proxy:
         shaped, wants = shape_request(body, chat)
         headers = {"Content-Type": "application/json", "X-Request-Id": ctx.request_id}
         t0 = time.perf_counter()
+        url = self._chat_url if chat else self._completions_url
+        plan = None
+        if self._continuity is not None and chat:  # exact continuity: token-in when it extends
+            plan = await self._continuity.plan(ctx, shaped)
+            if plan is not None:
+                url, shaped = self._completions_url, completion_body(shaped, plan.prompt)
         try:
-            upstream = await self._session.post(
-                self._chat_url if chat else self._completions_url,
-                data=json.dumps(shaped).encode(),
-                headers=headers,
-            )
+            upstream = await self._session.post(url, data=json.dumps(shaped).encode(), headers=headers)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise await self._failure(ctx, exc) from exc
         try:
@@ -260,6 +267,10 @@ class Proxy:
                 response = msgspec.json.decode(raw)
                 if not isinstance(response, dict) or not isinstance(response.get("choices"), list):
                     raise ValueError("no 'choices' list")
+                if plan is not None and self._continuity is not None:
+                    response = chat_response(
+                        response, ctx.request_id, self._continuity.tool_parser, bool(ctx.tools)
+                    )
             except (ValueError, msgspec.DecodeError) as exc:
                 raise await self._failure(
                     ctx,
@@ -277,18 +288,18 @@ class Proxy:
         trimmed = keep_choices(response, ctx.choice_limit)
         if await self._agent_left(request, ctx):
             return web.Response(status=499)  # nobody reads it: the connection is gone
-        await self._record(
-            transitions_from_response(
-                ctx,
-                response,
-                policy_version=version,
-                upstream_latency_s=latency,
-                ended_at=time.time(),
-            )
+        transitions = transitions_from_response(
+            ctx, response, policy_version=version, upstream_latency_s=latency, ended_at=time.time()
         )
+        if plan is not None:
+            continues = {"continues": plan.anchor.request_id}
+            transitions = [replace(t, metadata={**t.metadata, **continues}) for t in transitions]
+        await self._record(transitions)
+        if self._continuity is not None and chat:
+            self._continuity.remember(ctx, transitions)
         if not wants.everything:
             strip_response(response, wants)
-        if trimmed or not wants.everything:
+        if trimmed or plan is not None or not wants.everything:
             raw = json.dumps(response).encode()
         return web.Response(
             body=raw, headers={"Content-Type": "application/json", "X-Request-Id": ctx.request_id}
@@ -387,15 +398,16 @@ class Proxy:
                 )
             if await self._agent_left(request, ctx):
                 raise _AgentGone
-            await self._record(
-                transitions_from_response(
-                    ctx,
-                    accumulator.response(),
-                    policy_version=version,
-                    upstream_latency_s=time.perf_counter() - t0,
-                    ended_at=time.time(),
-                )
+            transitions = transitions_from_response(
+                ctx,
+                accumulator.response(),
+                policy_version=version,
+                upstream_latency_s=time.perf_counter() - t0,
+                ended_at=time.time(),
             )
+            await self._record(transitions)
+            if self._continuity is not None and ctx.endpoint == CHAT:
+                self._continuity.remember(ctx, transitions)
             await _write(response, b"data: [DONE]\n\n")
             await response.write_eof()
         except _AgentGone:

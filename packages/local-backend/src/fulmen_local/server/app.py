@@ -99,6 +99,7 @@ def build_app(
     app.router.add_post("/v1/completions", _completions)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/health", _health)
+    app.router.add_post("/tokenize", _tokenize)
     return app
 
 
@@ -204,6 +205,35 @@ def _failed(outputs: tuple[SequenceOutput, ...]) -> None:
             raise ApiError(500, f"generation failed: {out.error}")
         if out.finish_reason == "abort":
             raise ApiError(503, "the generation engine stopped before the request finished")
+
+
+async def _tokenize(request: web.Request) -> web.Response:
+    """vLLM's ``POST /tokenize``: ``messages`` (rendered with the chat template; ``tools``,
+    ``add_generation_prompt`` default true, ``chat_template_kwargs``) or ``prompt`` (text,
+    ``add_special_tokens`` default true) to ``{"count", "max_model_len", "tokens"}``. The
+    gateway's exact-continuity mode renders new messages with it."""
+    engine, tokenizer = request.app[_ENGINE], request.app[_TOKENIZER]
+    body = await _body(request)
+    messages, prompt = body.get("messages"), body.get("prompt")
+    if isinstance(messages, list) and messages:
+        tools, kwargs = body.get("tools"), body.get("chat_template_kwargs")
+        generation = body.get("add_generation_prompt", True)
+        if not isinstance(generation, bool):
+            raise bad_request("add_generation_prompt must be a boolean", "add_generation_prompt")
+        ids = render_chat_prompt(
+            tokenizer,
+            cast("list[dict[str, Any]]", messages),
+            tools=cast("list[dict[str, Any]]", tools) if isinstance(tools, list) else None,
+            template_kwargs=cast("dict[str, Any]", kwargs) if isinstance(kwargs, dict) else None,
+            add_generation_prompt=generation,
+        )
+    elif isinstance(prompt, str):
+        special = body.get("add_special_tokens", True)
+        ids = [int(t) for t in tokenizer(prompt, add_special_tokens=special is True)["input_ids"]]
+    else:
+        raise bad_request("/tokenize needs a non-empty 'messages' list or a 'prompt' string", "messages")
+    body = {"count": len(ids), "max_model_len": engine.max_model_len, "tokens": ids}
+    return web.json_response(body, dumps=wire.dumps)
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:

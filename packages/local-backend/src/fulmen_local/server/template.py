@@ -76,8 +76,10 @@ def render_chat_prompt(
     *,
     tools: Sequence[Mapping[str, Any]] | None = None,
     template_kwargs: Mapping[str, Any] | None = None,
+    add_generation_prompt: bool = True,
 ) -> list[int]:
-    """Token ids of the templated conversation, ending with the assistant generation prompt.
+    """Token ids of the templated conversation, ending with the assistant generation prompt
+    (unless ``add_generation_prompt`` is False).
 
     Raises:
         ApiError: 400 when the tokenizer has no chat template or the template rejects the
@@ -91,7 +93,7 @@ def render_chat_prompt(
         text = tokenizer.apply_chat_template(
             normalize_messages(messages),
             tools=[dict(t) for t in tools] if tools else None,
-            add_generation_prompt=True,
+            add_generation_prompt=add_generation_prompt,
             tokenize=False,
             **dict(template_kwargs or {}),
         )
