@@ -14,7 +14,7 @@ import json
 import os
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +160,42 @@ def test_trainer_old_logprobs_of_a_constrained_call_are_the_models_own(real: Rea
     assert filled.rollout_logprobs == pytest.approx(own, abs=1e-3)
     assert t.response_logprobs is not None
     assert max(abs(a - b) for a, b in zip(filled.rollout_logprobs, t.response_logprobs, strict=True)) > 5.0
+
+
+def _tool_loop(real: Real, gateway: Gateway, store: SQLiteStore, name: str) -> list[Transition]:
+    """A forced tool call, its result, then a free answer: one episode through ``gateway``."""
+    episode_id = gateway.start_episode(Task(id=name)).id
+    with openai.OpenAI(
+        base_url=f"{gateway.url}/rollout/{episode_id}/v1", api_key="x", timeout=TIMEOUT_S, max_retries=0
+    ) as client:
+        messages: list[Any] = list(QUESTION)
+        first = client.chat.completions.create(model="tiny", messages=messages, tools=[CALCULATOR], tool_choice="required", temperature=0.0, max_tokens=60)  # type: ignore[arg-type]  # fmt: skip
+        call = first.choices[0].message
+        assert call.tool_calls
+        messages += [call.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": "12"}]  # fmt: skip
+        answer = client.chat.completions.create(model="tiny", messages=messages, tools=[CALCULATOR], temperature=0.0, max_tokens=20)  # type: ignore[arg-type]  # fmt: skip
+    transitions = store.transitions(episode_id)
+    assert transitions[-1].response_message["content"] == answer.choices[0].message.content
+    return transitions
+
+
+def test_exact_continuity_makes_a_tool_turn_one_sequence(real: Real, tmp_path: Path) -> None:
+    """Plain: the next prompt starts with the previous prompt but not with its response (the
+    template re-renders the tool call). Continuity mode: served token-in, one exact sequence,
+    and the served logprobs are the model's own."""
+    first, second = _tool_loop(real, real.gateway, real.store, "plain")
+    assert second.prompt_token_ids[: len(first.prompt_token_ids)] == first.prompt_token_ids
+    head = first.prompt_token_ids + first.response_token_ids
+    assert second.prompt_token_ids[: len(head)] != head
+    store = open_store(tmp_path / "exact.db")
+    with Gateway(store, real.vllm.url, upstream_timeout_s=TIMEOUT_S, continuity=True) as gateway:
+        first, second = _tool_loop(real, gateway, store, "exact")
+        assert gateway.continuity_stats.continued == 1
+        assert gateway.continuity_stats.fallbacks == {"constrained": 1}
+    assert second.prompt_token_ids[: len(head)] == first.prompt_token_ids + first.response_token_ids
+    assert second.metadata["continues"] == first.request_id and second.constrained_from is None
+    assert second.response_logprobs == pytest.approx(real.own_logprobs(second.prompt_token_ids, second.response_token_ids), abs=1e-3)
+    records = store.records([first.episode_id])
+    store.close()
+    batch = build_batch([[replace(records[0], episode=_record(first).episode, rewards=_record(first).rewards)]], BroadcastAssigner(), mode="merged")  # fmt: skip
+    assert batch.stats["merged_calls"] == 1 and batch.stats["merge_breaks"] == 0

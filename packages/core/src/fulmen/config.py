@@ -65,6 +65,7 @@ __all__ = [
     "ConfigError",
     "CreditConfig",
     "DataConfig",
+    "GatewayConfig",
     "ModelConfig",
     "PolicyConfig",
     "RunConfig",
@@ -205,6 +206,22 @@ class BatchConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    """``[gateway]``: how the capture gateway serves rollouts (see ``docs/gateway.md``)."""
+
+    continuity: bool = False
+    """Exact-continuity mode: a call that extends the previous call of its episode and agent
+    is served token-in, so tool turns merge into one exact row (``[batch] mode = "merged"``)."""
+    tool_parser: str = "hermes"
+    """With ``continuity``: the inference server's tool-call parser (vLLM's
+    ``--tool-call-parser``: ``hermes``, ``llama3_json``, ``pythonic``, ``phi4_mini_json``,
+    ``mistral``)."""
+    strict_tools: bool = False
+    """The server constrains every tool call (vLLM ``--tool-strict-level function|parameter``):
+    tokens from a call's first tool-call marker on are recorded as constrained."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TrainConfig:
     """A whole config file."""
 
@@ -218,6 +235,7 @@ class TrainConfig:
     train: TrainingConfig = field(default_factory=TrainingConfig)
     credit: CreditConfig = field(default_factory=CreditConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     alarms: AlarmThresholds = field(default_factory=AlarmThresholds)
     """``[alarms]``: when training alarms fire (see :mod:`fulmen.observe.alarms`)."""
     policies: tuple[PolicyConfig, ...] = ()
@@ -249,6 +267,7 @@ _SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "train": TrainingConfig,
     "batch": BatchConfig,
+    "gateway": GatewayConfig,
     "alarms": AlarmThresholds,
 }
 _REQUIRED = ("agent", "data", "model")

@@ -195,6 +195,8 @@ class StepDriver:
             gateway = Gateway(
                 store, policy.upstream_url, routes=policy_routes(config),
                 host=self.gateway_host, port=self.gateway_port,
+                continuity=config.gateway.continuity, tool_parser=config.gateway.tool_parser,
+                strict_tools=config.gateway.strict_tools,
             )
             gateway.start_in_thread()
             runner = self.runner_factory(config, gateway)
