@@ -1,6 +1,6 @@
 """The pure rules of exact-continuity mode (``fulmen.gateway.continuity``); the mode itself runs
 against real vLLM (``tests/integration/test_real_vllm_continuity.py``) and the embedded server
-(``packages/local-backend/tests/test_gateway_continuity.py``)."""
+(``packages/local-backend/tests/test_server_gateway_continuity.py``)."""
 
 from __future__ import annotations
 
