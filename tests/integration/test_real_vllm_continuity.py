@@ -194,6 +194,7 @@ def test_exact_continuity_makes_a_tool_turn_one_sequence(real: Real, tmp_path: P
         assert gateway.continuity_stats.fallbacks == {"constrained": 1}
     assert second.prompt_token_ids[: len(head)] == first.prompt_token_ids + first.response_token_ids
     assert second.metadata["continues"] == first.request_id and second.constrained_from is None
+    assert "token_in" in second.flags and "token_in" not in first.flags
     assert second.response_logprobs == pytest.approx(real.own_logprobs(second.prompt_token_ids, second.response_token_ids), abs=1e-3)
     records = store.records([first.episode_id])
     store.close()

@@ -57,6 +57,7 @@ def test_a_tool_turn_is_served_token_in_and_merges(tool_server, tool_case, tmp_p
     head = first.prompt_token_ids + first.response_token_ids
     assert second.prompt_token_ids[: len(head)] == head
     assert second.metadata["continues"] == first.request_id
+    assert second.flags == ("token_in",) and first.flags == ()
     assert second.response_logprobs is not None and len(second.response_logprobs) == len(second.response_token_ids)
     assert answer.choices[0].message.content == second.response_message["content"]
     assert answer.id == f"chatcmpl-{second.request_id}"

@@ -10,7 +10,9 @@ the same tools. Such a call is sent to the upstream's ``/v1/completions`` with a
 prompt: the anchor's prompt ids + its response ids + the rendering of the new messages only
 (:func:`continuation_ids`), and the completion is turned back into a chat answer
 (:func:`chat_response`, tool calls parsed with the server's parser from :mod:`fulmen.toolcalls`).
-Served, recorded and trained tokens are one sequence.
+Served, recorded and trained tokens are one sequence. Such a call is recorded with the flag
+``token_in`` (:data:`fulmen.drift.tokens.TOKEN_IN_FLAG`: the drift checks never compare it with
+a full re-render) and ``metadata["continues"]`` = the request id of the call it extends.
 
 **Rendering the new messages only.** The upstream's ``/tokenize`` (vLLM's, and the embedded
 server's) renders two message lists with the chat template: ``before`` = the anchor's messages +

@@ -37,6 +37,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from fulmen.drift.tokens import TOKEN_IN_FLAG
 from fulmen.gateway.bodies import check_generation, read_json
 from fulmen.gateway.capture import (
     CHAT,
@@ -293,7 +294,10 @@ class Proxy:
         )
         if plan is not None:
             continues = {"continues": plan.anchor.request_id}
-            transitions = [replace(t, metadata={**t.metadata, **continues}) for t in transitions]
+            transitions = [  # served as ids: a template re-render differs by design (drift)
+                replace(t, flags=(*t.flags, TOKEN_IN_FLAG), metadata={**t.metadata, **continues})
+                for t in transitions
+            ]
         await self._record(transitions)
         if self._continuity is not None and chat:
             self._continuity.remember(ctx, transitions)
