@@ -254,3 +254,11 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 def test_every_example_config_loads(path: Path) -> None:
     config = load_config(path, base_dir=path.parents[2])
     assert config.backend in config.backend_sections
+
+
+def test_gateway_table() -> None:
+    assert parse_config(MINIMAL).gateway.continuity is False
+    config = parse_config({**MINIMAL, "gateway": {"continuity": True, "tool_parser": "llama3_json"}})
+    assert config.gateway.continuity and config.gateway.tool_parser == "llama3_json"
+    with pytest.raises(ConfigError, match="continuity"):
+        parse_config({**MINIMAL, "gateway": {"continuty": True}})

@@ -27,6 +27,19 @@ def register(sub: Any) -> None:
         help="require this bearer token (default: $FULMEN_AUTH_TOKEN, none when unset)",
     )
     p.add_argument("--upstream-timeout", type=float, default=300.0, help="seconds per upstream call")
+    p.add_argument(
+        "--continuity",
+        action="store_true",
+        help="exact-continuity mode: serve calls that extend the previous call token-in (docs/gateway.md)",
+    )
+    p.add_argument(
+        "--tool-parser", default="hermes", help="with --continuity: the server's tool-call parser (default: hermes)"
+    )
+    p.add_argument(
+        "--strict-tools",
+        action="store_true",
+        help="the server constrains every tool call (vLLM --tool-strict-level function|parameter)",
+    )
     p.set_defaults(func=run)
 
 
@@ -43,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         auth_token=args.auth_token,
         upstream_timeout_s=args.upstream_timeout,
+        continuity=args.continuity,
+        tool_parser=args.tool_parser,
+        strict_tools=args.strict_tools,
     )
 
     async def serve() -> None:
