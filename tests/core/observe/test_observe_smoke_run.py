@@ -60,7 +60,11 @@ def test_check_metrics_on_the_real_run_directory(smoke: tuple[Path, str]) -> Non
     run, _ = smoke
     rows = MetricsTail(run / "metrics.jsonl").poll()
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
-    [alarm] = check_metrics(rows)
+    alarms = check_metrics(rows)
+    # The 5-step smoke base also drops special tokens from its content, which the drift
+    # check rightly reports (prompt_drift); no other alarm may fire.
+    assert {a.kind for a in alarms} <= {"no_reward_variance", "prompt_drift"}
+    [alarm] = [a for a in alarms if a.kind == "no_reward_variance"]
     assert (alarm.kind, alarm.severity, alarm.step) == ("no_reward_variance", "critical", 2)
     assert "4 of 4 groups" in alarm.message
 
