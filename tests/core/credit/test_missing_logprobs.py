@@ -115,3 +115,25 @@ def test_constrained_tokens_are_flagged_for_recomputation_and_counted() -> None:
     cut = build_batch([[record("e1", 1.0, merged_calls)]], BroadcastAssigner(), mode="merged", max_len=6)
     assert cut.rows[0].missing_logprobs == () and "constrained" not in cut.rows[0].metadata
     assert cut.stats["constrained_logprob_tokens"] == 0
+    # a constrained range that starts before the cut survives it, shortened
+    whole_call = [merged_calls[0], replace(merged_calls[1], constrained_from=0)]
+    kept = build_batch([[record("e1", 1.0, whole_call)]], BroadcastAssigner(), mode="merged", max_len=6)
+    assert kept.rows[0].metadata["constrained"] == ((3, 4),)
+    assert kept.rows[0].missing_logprobs == (0, 0, 0, 1)
+    assert kept.stats["constrained_logprob_tokens"] == 1
+
+
+def test_constrained_from_at_the_end_marks_nothing_and_below_zero_marks_everything() -> None:
+    """``constrained_from`` equal to the response length constrains no token (no range, no
+    flag); a negative one (never written by the gateway) is read as the whole response."""
+    from dataclasses import replace
+
+    at_end = replace(call("e0", 0, response=(7, 8), logprobs=(-1.0, -2.0)), constrained_from=2)
+    below = replace(call("e0", 1, response=(7, 8), logprobs=(-1.0, -2.0)), constrained_from=-1)
+    batch = build_batch([[record("e0", 1.0, [at_end, below])]], BroadcastAssigner())
+    rows = {r.seqs[0]: r for r in batch.rows}
+    assert rows[0].missing_logprobs == () and "constrained" not in rows[0].metadata
+    assert rows[0].rollout_logprobs == (-1.0, -2.0)
+    assert rows[1].metadata["constrained"] == ((0, 2),)
+    assert rows[1].missing_logprobs == (1, 1)
+    assert batch.stats["constrained_logprob_tokens"] == 2
