@@ -52,7 +52,7 @@ def plan_quality(plan: str | None, expression: str) -> float:
        guess (the calculator computes, not the planner).
 
     So ``"Use the calculator on 37*48."`` scores 1, ``"Multiply 37 by 48 = 1776."`` 2/3 (it
-    asserts a result), ``"The answer is 1776."`` (the base model's usual plan: a guess) 0, as
+    asserts a result), ``"The answer is 1776."`` (a guess) 0, as
     does an empty plan. A calculator tool call written as text with the right expression also
     scores 1: it names the right route and sub-step.
 
