@@ -78,8 +78,9 @@ def call_logprobs(c: CreditedTransition) -> tuple[tuple[float, ...], tuple[int, 
     lp = c.transition.response_logprobs
     if lp is None or len(lp) != n:
         return (0.0,) * n, (1,) * n
-    cut = c.transition.constrained_from
-    cut = n if cut is None else cut  # a negative cut marks every token
+    cut = c.transition.constrained_from  # a negative cut marks every token
+    if cut is None:
+        cut = n
     missing = tuple(0 if i < cut and math.isfinite(x) else 1 for i, x in enumerate(lp))
     if not any(missing):
         return lp, ()
