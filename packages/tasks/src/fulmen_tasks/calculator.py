@@ -25,6 +25,8 @@ import random
 import re
 from typing import Any, TypedDict
 
+from fulmen_tasks.schema import string_tool
+
 __all__ = [
     "CALCULATOR_TOOL",
     "SYSTEM_PROMPT",
@@ -41,18 +43,9 @@ __all__ = [
 SYSTEM_PROMPT = "Use the calculator."
 """System prompt of the calculator agent (short: the reference model reads characters)."""
 
-CALCULATOR_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression such as 37*48.",
-        "parameters": {
-            "type": "object",
-            "properties": {"expression": {"type": "string"}},
-            "required": ["expression"],
-        },
-    },
-}
+CALCULATOR_TOOL: dict[str, Any] = string_tool(
+    "calculator", "Evaluate an arithmetic expression such as 37*48.", "expression"
+)
 """OpenAI tool schema of :func:`calculator`."""
 
 MAX_EXPRESSION_CHARS = 200
