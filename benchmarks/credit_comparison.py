@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fulmen.config import load_config
+from fulmen.store import SQLiteStore
 from fulmen_local.train.model_setup import prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +63,25 @@ def variant(assigner: str, seed: int) -> Path:
     return path
 
 
+def by_length(db: Path, step: int) -> dict[str, list[int]]:
+    """Training episodes of ``step`` in the run's store, by chain length: ``{keys: [solved,
+    episodes]}`` (step 1 samples the base model; a success is a final reward of 1)."""
+    store = SQLiteStore(db)
+    out: dict[str, list[int]] = {}
+    try:
+        for episode in store.list_episodes():
+            if not (episode.group_id or "").startswith(f"step{step}:"):
+                continue
+            keys = str(len(episode.task.data["keys"]))
+            rewards = store.rewards(episode.id)
+            cell = out.setdefault(keys, [0, 0])
+            cell[0] += int(bool(rewards) and rewards[-1].value == 1.0)
+            cell[1] += 1
+    finally:
+        store.close()
+    return dict(sorted(out.items()))
+
+
 def run_one(assigner: str, seed: int) -> dict[str, Any]:
     """Train one variant from a fresh output directory; its rows, wall clock and load."""
     path = variant(assigner, seed)
@@ -83,7 +103,13 @@ def run_one(assigner: str, seed: int) -> dict[str, Any]:
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
         "rows": rows,
+        "by_length": lengths_of(out_dir, load_config(path).train.steps),
     }
+
+
+def lengths_of(out_dir: Path, last_step: int) -> dict[str, dict[str, list[int]]]:
+    """:func:`by_length` of a run's first and last training steps, keyed by step."""
+    return {str(s): by_length(out_dir / "episodes.db", s) for s in (1, last_step)}
 
 
 def sweep(out_json: Path, assigners: Sequence[str], seeds: Sequence[int]) -> None:
@@ -136,10 +162,37 @@ def markdown(results: Sequence[dict[str, Any]]) -> str:
         final = ", ".join(f"{_evals(r)[max(_evals(r))]:.0%}" for r in sorted(runs, key=lambda r: r["seed"]))
         walls = "/".join(f"{r['wall_s']:.0f}" for r in sorted(runs, key=lambda r: r["seed"]))
         lines.append(f"| `{assigner}` | " + " | ".join(cells) + f" | {final} | {walls} |")
+    lines += ["", *length_table(results)]
     loads = [x for r in results for x in (r["load_before"], r["load_after"])]
     lines.append("")
     lines.append(f"{len(results)} runs; 1-min load average {min(loads):.1f}–{max(loads):.1f} at run starts/ends.")
     return "\n".join(lines)
+
+
+def length_table(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Sampled training success by chain length at the first and last step, seeds pooled (runs
+    recorded without ``by_length`` are read from their run directories)."""
+    pooled: dict[tuple[str, str, str], list[int]] = {}
+    for r in results:
+        last = max(row["step"] for row in r["rows"] if row.get("kind") == "train")
+        table = r.get("by_length") or lengths_of(ROOT / OUT / f"{r['assigner']}-s{r['seed']}", last)
+        for step, cells in table.items():
+            for keys, (solved, total) in cells.items():
+                cell = pooled.setdefault((r["assigner"], "first" if step == "1" else "last", keys), [0, 0])
+                cell[0] += solved
+                cell[1] += total
+    keys = sorted({k for _, _, k in pooled})
+    lines = [
+        "| assigner | " + " | ".join(f"{k} keys, step 1 → last" for k in keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    for assigner in dict.fromkeys(a for a, _, _ in pooled):
+        cells = []
+        for k in keys:
+            first, last = pooled.get((assigner, "first", k), [0, 0]), pooled.get((assigner, "last", k), [0, 0])
+            cells.append(f"{first[0] / max(first[1], 1):.0%} → {last[0] / max(last[1], 1):.0%} (n={first[1]}/{last[1]})")
+        lines.append(f"| `{assigner}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(results: Sequence[dict[str, Any]], png: Path) -> None:
@@ -179,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.report_only:
         sweep(args.results, args.assigners, args.seeds)
+    elif not args.results.is_file():
+        raise SystemExit(f"{args.results}: no such results file; run the sweep first (without --report-only)")
     results: list[dict[str, Any]] = json.loads(args.results.read_text())
     print(markdown(results))
     if args.png is not None:

@@ -1,13 +1,16 @@
 """Demonstrations of the tool-chain task, for a supervised warm start before RL.
 
 Every demonstration is correct: one ``get`` call per key of the chain, each on the key the
-previous result named, then ``The answer is N.``. No bad habit is planted. What keeps the base
-model weak is length: the demonstrations have chains of **1 or 2 keys only**, while the
-training split asks for 2-4 and the held-out split for 3-4
-(:func:`fulmen_tasks.chain.make_splits`). A model that learned the rule (look up the key the
-last result named; answer when it names a value) generalises; one that learned "two calls,
-then answer" does not. Deterministic given the seed; no demonstration starts at a held-out
-first key.
+previous result named, then ``The answer is N.``. No bad habit is planted. The demonstrations
+have chains of **1 or 2 keys only** (three in four have one key, so a key is copied from a
+tool result in few of them), while the training split asks for 2-4 and the held-out split for
+3-4 (:func:`fulmen_tasks.chain.make_splits`), so held-out success needs chains
+longer than any demonstrated. (How hard that is depends on what the agent sends: with the
+whole history in every prompt the tiny reference model fails every chain longer than its
+demonstrations, as its prompts grow past any length it was trained on; with the example
+agent's short prompts, which keep only the latest exchange, a fully warm-started model follows
+chains of any length. ``examples/tool_chain/model.py`` says where the base stands.)
+Deterministic given the seed; no demonstration starts at a held-out first key.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from fulmen_tasks.chain import (
 
 __all__ = ["DEMO_LENGTHS", "demonstration", "demonstrations"]
 
-DEMO_LENGTHS = (1, 2)
-"""Keys per demonstrated chain (shorter than every held-out chain)."""
+DEMO_LENGTHS = (1, 1, 1, 2)
+"""Keys per demonstrated chain, cycled: 1, 1, 1, 2, 1, ... (shorter than every held-out chain)."""
 
 
 def demonstration(problem: ChainProblem) -> Demonstration:
