@@ -24,11 +24,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fulmen import Transition
 from fulmen.config import load_config
 from fulmen.store import SQLiteStore
 from fulmen_local.train.model_setup import prepare_model
@@ -63,23 +64,58 @@ def variant(assigner: str, seed: int) -> Path:
     return path
 
 
-def by_length(db: Path, step: int) -> dict[str, list[int]]:
-    """Training episodes of ``step`` in the run's store, by chain length: ``{keys: [solved,
-    episodes]}`` (step 1 samples the base model; a success is a final reward of 1)."""
+def _called_key(message: Mapping[str, Any]) -> str | None:
+    """The ``key`` argument of a response's first tool call (None: no call; "" unreadable)."""
+    calls = message.get("tool_calls") or []
+    if not calls:
+        return None
+    try:
+        arguments = json.loads(calls[0]["function"]["arguments"])
+    except (KeyError, TypeError, json.JSONDecodeError):
+        return ""
+    return str(arguments.get("key", "")) if isinstance(arguments, dict) else ""
+
+
+def _call_outcome(transition: Transition, first_key: str) -> str:
+    """What one call did, named by what it saw: ``first call: right`` (the question's key),
+    ``after see: miscopied`` (another key than the one named), ``after value: answered`` ..."""
+    seen = transition.request_messages[-1] if transition.request_messages else {}
+    content = str(seen.get("content") or "")
+    if seen.get("role") == "user":
+        where, wanted = "first call", first_key
+    elif content.startswith("see "):
+        where, wanted = "after see", content.removeprefix("see ")
+    elif content.startswith("value "):
+        text = str(transition.response_message.get("content") or "")
+        return f"after value: {'answered' if text == f'The answer is {content[6:]}.' else 'other'}"
+    else:
+        where, wanted = "after error", first_key
+    key = _called_key(transition.response_message)
+    return f"{where}: {'no call' if key is None else 'right' if key == wanted else 'miscopied'}"
+
+
+def step_figures(db: Path, steps: Sequence[int]) -> dict[str, dict[str, list[int] | int]]:
+    """Training episodes of ``steps`` in a run's store (step 1 samples the base model):
+    ``by_length`` ``{keys: [solved, episodes]}`` (solved: final reward 1) and ``calls``
+    (:func:`_call_outcome` counts)."""
     store = SQLiteStore(db)
-    out: dict[str, list[int]] = {}
+    lengths: dict[str, list[int]] = {}
+    calls: dict[str, int] = {}
     try:
         for episode in store.list_episodes():
-            if not (episode.group_id or "").startswith(f"step{step}:"):
+            if (episode.group_id or "").split(":")[0] not in {f"step{s}" for s in steps}:
                 continue
-            keys = str(len(episode.task.data["keys"]))
+            keys: list[str] = episode.task.data["keys"]
             rewards = store.rewards(episode.id)
-            cell = out.setdefault(keys, [0, 0])
+            cell = lengths.setdefault(str(len(keys)), [0, 0])
             cell[0] += int(bool(rewards) and rewards[-1].value == 1.0)
             cell[1] += 1
+            for transition in store.transitions(episode.id):
+                outcome = _call_outcome(transition, keys[0])
+                calls[outcome] = calls.get(outcome, 0) + 1
     finally:
         store.close()
-    return dict(sorted(out.items()))
+    return {"by_length": dict(sorted(lengths.items())), "calls": dict(sorted(calls.items()))}
 
 
 def run_one(assigner: str, seed: int) -> dict[str, Any]:
@@ -89,6 +125,7 @@ def run_one(assigner: str, seed: int) -> dict[str, Any]:
     metrics = out_dir / "metrics.jsonl"
     shutil.rmtree(out_dir, ignore_errors=True)
     load_before = os.getloadavg()[0]
+    started_utc = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "fulmen.cli", "train", str(path)], cwd=ROOT)
     wall = time.perf_counter() - started
@@ -98,18 +135,26 @@ def run_one(assigner: str, seed: int) -> dict[str, Any]:
     return {
         "assigner": assigner,
         "seed": seed,
-        "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_utc": started_utc,
         "wall_s": round(wall, 1),
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
         "rows": rows,
-        "by_length": lengths_of(out_dir, load_config(path).train.steps),
+        "figures": figures_of(out_dir, load_config(path).train.steps),
     }
 
 
-def lengths_of(out_dir: Path, last_step: int) -> dict[str, dict[str, list[int]]]:
-    """:func:`by_length` of a run's first and last training steps, keyed by step."""
-    return {str(s): by_length(out_dir / "episodes.db", s) for s in (1, last_step)}
+LAST_STEPS = 4
+"""How many final training steps are pooled as "last" in the figures (same tasks for every
+assigner of one seed: the task order depends only on ``[run] seed``)."""
+
+
+def figures_of(out_dir: Path, last_step: int) -> dict[str, dict[str, Any]]:
+    """:func:`step_figures` of a run's first step (``"first"``: the base model sampled) and
+    of its last :data:`LAST_STEPS` steps pooled (``"last"``)."""
+    db = out_dir / "episodes.db"
+    last = range(max(2, last_step - LAST_STEPS + 1), last_step + 1)
+    return {"first": step_figures(db, [1]), "last": step_figures(db, list(last))}
 
 
 def sweep(out_json: Path, assigners: Sequence[str], seeds: Sequence[int]) -> None:
@@ -162,36 +207,56 @@ def markdown(results: Sequence[dict[str, Any]]) -> str:
         final = ", ".join(f"{_evals(r)[max(_evals(r))]:.0%}" for r in sorted(runs, key=lambda r: r["seed"]))
         walls = "/".join(f"{r['wall_s']:.0f}" for r in sorted(runs, key=lambda r: r["seed"]))
         lines.append(f"| `{assigner}` | " + " | ".join(cells) + f" | {final} | {walls} |")
-    lines += ["", *length_table(results)]
+    shares = [row["gigpo/step_groups"] for r in results for row in r["rows"] if "gigpo/step_groups" in row]
+    if shares:
+        lines += ["", f"`gigpo/step_groups` (share of calls in a step group of ≥ 2): mean {statistics.fmean(shares):.2f}, "
+                  f"{min(shares):.2f}–{max(shares):.2f} over {len(shares)} training steps."]
+    lines += ["", *step_tables(results)]
     loads = [x for r in results for x in (r["load_before"], r["load_after"])]
     lines.append("")
     lines.append(f"{len(results)} runs; 1-min load average {min(loads):.1f}–{max(loads):.1f} at run starts/ends.")
     return "\n".join(lines)
 
 
-def length_table(results: Sequence[dict[str, Any]]) -> list[str]:
-    """Sampled training success by chain length at the first and last step, seeds pooled (runs
-    recorded without ``by_length`` are read from their run directories)."""
-    pooled: dict[tuple[str, str, str], list[int]] = {}
+def _figures(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A run's :func:`figures_of` (read from its run directory when the results predate them)."""
+    if "figures" in result:
+        return result["figures"]
+    last = max(row["step"] for row in result["rows"] if row.get("kind") == "train")
+    return figures_of(ROOT / OUT / f"{result['assigner']}-s{result['seed']}", last)
+
+
+def step_tables(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Sampled training episodes of the first step and of the last :data:`LAST_STEPS` steps,
+    seeds pooled: success by chain length per assigner, then what the calls did (every run's
+    step 1 samples the same base, so it is pooled into one row)."""
+    lengths: dict[tuple[str, str, str], list[int]] = {}
+    calls: dict[tuple[str, str], int] = {}
     for r in results:
-        last = max(row["step"] for row in r["rows"] if row.get("kind") == "train")
-        table = r.get("by_length") or lengths_of(ROOT / OUT / f"{r['assigner']}-s{r['seed']}", last)
-        for step, cells in table.items():
-            for keys, (solved, total) in cells.items():
-                cell = pooled.setdefault((r["assigner"], "first" if step == "1" else "last", keys), [0, 0])
+        for step, figures in _figures(r).items():
+            when = step
+            for keys, (solved, total) in figures["by_length"].items():
+                cell = lengths.setdefault((r["assigner"], when, keys), [0, 0])
                 cell[0] += solved
                 cell[1] += total
-    keys = sorted({k for _, _, k in pooled})
+            for outcome, n in figures["calls"].items():
+                key = ("base (step 1)" if when == "first" else r["assigner"], outcome)
+                calls[key] = calls.get(key, 0) + n
+    keys = sorted({k for _, _, k in lengths})
     lines = [
-        "| assigner | " + " | ".join(f"{k} keys, step 1 → last" for k in keys) + " |",
+        "| assigner | " + " | ".join(f"{k} keys: step 1 → last {LAST_STEPS}" for k in keys) + " |",
         "|---|" + "---|" * len(keys),
     ]
-    for assigner in dict.fromkeys(a for a, _, _ in pooled):
+    for assigner in dict.fromkeys(a for a, _, _ in lengths):
         cells = []
         for k in keys:
-            first, last = pooled.get((assigner, "first", k), [0, 0]), pooled.get((assigner, "last", k), [0, 0])
-            cells.append(f"{first[0] / max(first[1], 1):.0%} → {last[0] / max(last[1], 1):.0%} (n={first[1]}/{last[1]})")
+            first, last = lengths.get((assigner, "first", k), [0, 0]), lengths.get((assigner, "last", k), [0, 0])
+            cells.append(f"{first[0] / max(first[1], 1):.0%} → {last[0] / max(last[1], 1):.0%}")
         lines.append(f"| `{assigner}` | " + " | ".join(cells) + " |")
+    outcomes = sorted({o for _, o in calls})
+    lines += ["", "| calls | " + " | ".join(outcomes) + " |", "|---|" + "---|" * len(outcomes)]
+    for who in dict.fromkeys(w for w, _ in calls):
+        lines.append(f"| {who} | " + " | ".join(str(calls.get((who, o), 0)) for o in outcomes) + " |")
     return lines
 
 
@@ -209,7 +274,7 @@ def plot(results: Sequence[dict[str, Any]], png: Path) -> None:
         mean = [m for m, _ in stats]
         ax.plot(steps, mean, "o-", label=f"{assigner} ({len(by_step[steps[-1]])} seeds)")
         ax.fill_between(steps, [m - sd for m, sd in stats], [m + sd for m, sd in stats], alpha=0.15)
-    ax.set_title("tool chain: held-out success (3-4 calls, greedy), mean ± sd over seeds")
+    ax.set_title("tool chain: held-out success (chains of 3-4 keys, greedy), mean ± sd over seeds")
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("held-out success")
     ax.set_ylim(-0.02, 1.02)
@@ -234,12 +299,17 @@ def main(argv: list[str] | None = None) -> int:
         sweep(args.results, args.assigners, args.seeds)
     elif not args.results.is_file():
         raise SystemExit(f"{args.results}: no such results file; run the sweep first (without --report-only)")
-    results: list[dict[str, Any]] = json.loads(args.results.read_text())
-    print(markdown(results))
-    if args.png is not None:
-        plot(results, args.png)
-        print(f"curve: {args.png}")
+    report(json.loads(args.results.read_text()), png=args.png)
     return 0
+
+
+def report(results: Sequence[dict[str, Any]], *, png: Path | None) -> None:
+    """Print the Markdown tables of ``results``; draw the curves into ``png`` when given."""
+    print(markdown(results))
+    if png is None:
+        return
+    plot(results, png)
+    print(f"curve: {png}")
 
 
 if __name__ == "__main__":
