@@ -33,6 +33,7 @@ from fulmen import Transition
 from fulmen.config import load_config
 from fulmen.store import SQLiteStore
 from fulmen_local.train.model_setup import prepare_model
+from fulmen_tasks.chain import check_final_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "tool_chain" / "train.toml"
@@ -87,7 +88,7 @@ def _call_outcome(transition: Transition, first_key: str) -> str:
         where, wanted = "after see", content.removeprefix("see ")
     elif content.startswith("value "):
         text = str(transition.response_message.get("content") or "")
-        return f"after value: {'answered' if text == f'The answer is {content[6:]}.' else 'other'}"
+        return f"after value: {'answered' if check_final_answer(text, int(content[6:])) else 'other'}"
     else:
         where, wanted = "after error", first_key
     key = _called_key(transition.response_message)
@@ -98,12 +99,13 @@ def step_figures(db: Path, steps: Sequence[int]) -> dict[str, dict[str, list[int
     """Training episodes of ``steps`` in a run's store (step 1 samples the base model):
     ``by_length`` ``{keys: [solved, episodes]}`` (solved: final reward 1) and ``calls``
     (:func:`_call_outcome` counts)."""
+    groups = {f"step{s}" for s in steps}
     store = SQLiteStore(db)
     lengths: dict[str, list[int]] = {}
     calls: dict[str, int] = {}
     try:
         for episode in store.list_episodes():
-            if (episode.group_id or "").split(":")[0] not in {f"step{s}" for s in steps}:
+            if (episode.group_id or "").split(":")[0] not in groups:
                 continue
             keys: list[str] = episode.task.data["keys"]
             rewards = store.rewards(episode.id)
